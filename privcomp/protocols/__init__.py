@@ -1,0 +1,1 @@
+"""Asynchronous SPMD protocols written against :class:`privcomp.transport.base.Transport`."""

@@ -1,0 +1,1 @@
+"""Abstract messaging between parties (layer: transport; no grpc, no protobuf)."""
