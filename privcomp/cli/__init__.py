@@ -1,0 +1,1 @@
+"""privcomp.cli (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.client (see DESIGN.md layers)."""

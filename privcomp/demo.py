@@ -1,0 +1,1 @@
+"""privcomp.demo (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.jobs (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.local (see DESIGN.md layers)."""

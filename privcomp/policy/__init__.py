@@ -1,0 +1,1 @@
+"""privcomp.policy (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.proto (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.rpc (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.services (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.simulate (see DESIGN.md layers)."""

@@ -1,0 +1,1 @@
+"""privcomp.store (see DESIGN.md layers)."""
