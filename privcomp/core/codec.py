@@ -69,4 +69,7 @@ def array_from_bytes(data: bytes | bytearray | memoryview) -> npt.NDArray[np.gen
             f"array payload is {len(buf) - offset} bytes, shape {shape} needs "
             f"{count * dtype.itemsize}"
         )
-    return np.frombuffer(buf, dtype=dtype, offset=offset).reshape(shape).copy()
+    try:
+        return np.frombuffer(buf, dtype=dtype, offset=offset).reshape(shape).copy()
+    except ValueError as exc:  # an empty array whose other dimensions exceed numpy's limits
+        raise CodecError(f"array shape with {ndim} dimensions is not representable") from exc

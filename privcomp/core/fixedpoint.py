@@ -82,13 +82,14 @@ class FixedPoint:
         f = arr.astype(np.float64)
         if not np.all(np.isfinite(f)):
             raise EncodingError(f"NaN or infinite value{where} cannot be encoded")
-        scaled = np.rint(f * self.scale)
-        if scaled.size and float(np.max(np.abs(scaled))) >= 2.0**ENCODED_LIMIT_BITS:
+        # Compare before scaling: f * scale overflows to inf (with a RuntimeWarning) near 1e308.
+        if f.size and float(np.max(np.abs(f))) >= self.max_abs:
             raise EncodingOverflowError(
                 f"value outside fixed-point range |x| < 2^{62 - self.frac_bits}{where}",
                 bound=self.max_abs, column=column,
             )
-        return scaled.astype(np.int64).view(np.uint64)
+        # Below the bound, scaling by a power of two is exact and rint cannot reach 2^62.
+        return np.rint(f * self.scale).astype(np.int64).view(np.uint64)
 
     def decode(self, r: RingArray) -> FloatArray:
         """Decode ring elements to float64 (exact for magnitudes below 2^53 ulps)."""

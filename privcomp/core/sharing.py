@@ -26,13 +26,22 @@ def _check_ring(x: RingArray, what: str) -> None:
         )
 
 
+def _check_same_shape(shares: Sequence[RingArray]) -> None:
+    # Without this, numpy would broadcast mismatched shares into a silently wrong result.
+    if any(s.shape != shares[0].shape for s in shares):
+        raise ConfigurationError(
+            f"shares have different shapes: {sorted({tuple(s.shape) for s in shares})}"
+        )
+
+
 def share(secret: RingArray, n_parties: int, rng: RandomSource) -> list[RingArray]:
     """Split ``secret`` into ``n_parties`` additive shares modulo 2^64."""
     _check_ring(secret, "secret")
     if n_parties < 2:
         raise ConfigurationError(f"n_parties must be >= 2, got {n_parties}")
     masks = [rng.ring_elements(secret.shape) for _ in range(n_parties - 1)]
-    last = secret - reduce(np.add, masks[1:], masks[0].copy())
+    # np.asarray: arithmetic on 0-d arrays returns numpy scalars, which reconstruct() refuses.
+    last = np.asarray(secret - reduce(np.add, masks[1:], masks[0].copy()), dtype=np.uint64)
     return [*masks, last]
 
 
@@ -42,7 +51,8 @@ def reconstruct(shares: Sequence[RingArray]) -> RingArray:
         raise NotEnoughSharesError(f"additive reconstruction needs every share; got {len(shares)}")
     for s in shares:
         _check_ring(s, "share")
-    return reduce(np.add, shares[1:], shares[0].copy())
+    _check_same_shape(shares)
+    return np.asarray(reduce(np.add, shares[1:], shares[0].copy()), dtype=np.uint64)
 
 
 def share_xor(secret: RingArray, n_parties: int, rng: RandomSource) -> list[RingArray]:
@@ -51,11 +61,14 @@ def share_xor(secret: RingArray, n_parties: int, rng: RandomSource) -> list[Ring
     if n_parties < 2:
         raise ConfigurationError(f"n_parties must be >= 2, got {n_parties}")
     masks = [rng.ring_elements(secret.shape) for _ in range(n_parties - 1)]
-    return [*masks, reduce(np.bitwise_xor, masks, secret.copy())]
+    return [*masks, np.asarray(reduce(np.bitwise_xor, masks, secret.copy()), dtype=np.uint64)]
 
 
 def reconstruct_xor(shares: Sequence[RingArray]) -> RingArray:
     """XOR boolean shares together."""
     if len(shares) < 2:
         raise NotEnoughSharesError(f"XOR reconstruction needs every share; got {len(shares)}")
-    return reduce(np.bitwise_xor, shares[1:], shares[0].copy())
+    for s in shares:
+        _check_ring(s, "share")
+    _check_same_shape(shares)
+    return np.asarray(reduce(np.bitwise_xor, shares[1:], shares[0].copy()), dtype=np.uint64)
