@@ -21,6 +21,12 @@ TRUNC_OFFSET = np.uint64(1 << 62)
 _HALF_BITS = 63
 
 
+def _arr(x: object) -> RingArray:
+    # Arithmetic on 0-d arrays returns numpy scalars, whose uint64 overflow warns (and is an
+    # error under -W error); keeping every intermediate an array keeps the ring wraparound silent.
+    return np.asarray(x, dtype=np.uint64)
+
+
 @dataclass(frozen=True, slots=True)
 class TripleShare:
     """One party's share of a multiplication triple ``c = a * b`` (or ``a @ b``)."""
@@ -46,12 +52,14 @@ class TruncPairShare:
 
 def beaver_masks(x: RingArray, y: RingArray, t: TripleShare) -> tuple[RingArray, RingArray]:
     """Return this party's shares of ``d = x - a`` and ``e = y - b`` (to be opened)."""
-    return x - t.a, y - t.b
+    return _arr(x - t.a), _arr(y - t.b)
 
 
 def beaver_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: int) -> RingArray:
     """Share of ``x * y = c + d*b + e*a + d*e`` (the public ``d*e`` is added by party 0)."""
-    z = t.c + d * t.b + e * t.a
+    z = _arr(d * t.b)  # a fresh array: the in-place adds below never meet two numpy scalars
+    z += t.c
+    z += e * t.a
     if party_id == 0:
         z += d * e
     return z
@@ -59,7 +67,7 @@ def beaver_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: int) ->
 
 def beaver_matmul_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: int) -> RingArray:
     """Share of ``x @ y = c + d@b + a@e + d@e`` for a matrix triple ``c = a @ b``."""
-    z = t.c + ring_matmul(d, t.b) + ring_matmul(t.a, e)
+    z = _arr(t.c + ring_matmul(d, t.b) + ring_matmul(t.a, e))
     if party_id == 0:
         z += ring_matmul(d, e)
     return z
@@ -67,7 +75,7 @@ def beaver_matmul_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: 
 
 def and_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: int) -> RingArray:
     """XOR-share of ``x & y`` from a boolean triple ``c = a & b`` with ``d = x^a``, ``e = y^b``."""
-    z = t.c ^ (d & t.b) ^ (e & t.a)
+    z = _arr(t.c ^ (d & t.b) ^ (e & t.a))
     if party_id == 0:
         z ^= d & e
     return z
@@ -75,7 +83,7 @@ def and_combine(d: RingArray, e: RingArray, t: TripleShare, party_id: int) -> Ri
 
 def trunc_mask(x: RingArray, pair: TruncPairShare, party_id: int) -> RingArray:
     """Share of ``c = x + 2^62 + r`` (opened; uniform because ``r`` is)."""
-    c = x + pair.r
+    c = _arr(x + pair.r)
     if party_id == 0:
         c += TRUNC_OFFSET
     return c
@@ -90,11 +98,11 @@ def trunc_combine(c: RingArray, pair: TruncPairShare, party_id: int) -> RingArra
     |x| < 2^62: the failure probability is zero, only the last bit is rounded.
     """
     f = pair.frac_bits
-    c_msb = c >> np.uint64(_HALF_BITS)
-    c_low = c & np.uint64((1 << _HALF_BITS) - 1)
+    c_msb = _arr(c >> np.uint64(_HALF_BITS))
+    c_low = _arr(c & np.uint64((1 << _HALF_BITS) - 1))
     # b = c_msb XOR r_msb = c_msb + r_msb - 2*c_msb*r_msb, linear in the shared r_msb.
-    b = pair.r_msb - np.uint64(2) * c_msb * pair.r_msb
-    z = b * np.uint64(1 << (_HALF_BITS - f)) - pair.r_low_shifted
+    b = _arr(pair.r_msb - np.uint64(2) * c_msb * pair.r_msb)
+    z = _arr(b * np.uint64(1 << (_HALF_BITS - f)) - pair.r_low_shifted)
     if party_id == 0:
         z += c_msb * np.uint64(1 << (_HALF_BITS - f))
         z += c_low >> np.uint64(f)
@@ -131,8 +139,8 @@ def bit_from_xor_and_dabit(v: RingArray, dabit: DaBitShare, party_id: int) -> Ri
 
     ``t = v + s - 2*v*s`` is linear in the shared ``s`` because ``v`` is public.
     """
-    v = v & np.uint64(1)
-    z = dabit.b - np.uint64(2) * v * dabit.b
+    v = _arr(v & np.uint64(1))
+    z = _arr(dabit.b - np.uint64(2) * v * dabit.b)
     if party_id == 0:
         z += v
     return z

@@ -22,8 +22,14 @@ from privcomp.errors import CodecError
 
 MAGIC = b"PCA\x01"
 _DTYPES: dict[int, np.dtype[np.generic]] = {
-    1: np.dtype("<u8"), 2: np.dtype("<i8"), 3: np.dtype("<f8"), 4: np.dtype("u1"),
-    5: np.dtype("?"), 6: np.dtype("<i4"), 7: np.dtype("<u4"), 8: np.dtype("<f4"),
+    1: np.dtype("<u8"),
+    2: np.dtype("<i8"),
+    3: np.dtype("<f8"),
+    4: np.dtype("u1"),
+    5: np.dtype("?"),
+    6: np.dtype("<i4"),
+    7: np.dtype("<u4"),
+    8: np.dtype("<f4"),
 }
 _CODES = {dt: code for code, dt in _DTYPES.items()}
 MAX_NDIM = 32

@@ -76,17 +76,21 @@ class FixedPoint:
             if arr.size and (int(arr.max()) >= limit or int(arr.min()) <= -limit):
                 raise EncodingOverflowError(
                     f"value outside fixed-point range |x| < 2^{62 - self.frac_bits}{where}",
-                    bound=float(limit), column=column,
+                    bound=float(limit),
+                    column=column,
                 )
             return (arr.astype(np.int64) << np.int64(self.frac_bits)).view(np.uint64)
         f = arr.astype(np.float64)
-        if not np.all(np.isfinite(f)):
+        # Two reductions find NaN (it propagates), infinities and overflow. Compare before scaling:
+        # f * scale overflows to inf (with a RuntimeWarning) near 1e308.
+        hi, lo = (float(f.max()), float(f.min())) if f.size else (0.0, 0.0)
+        if not (np.isfinite(hi) and np.isfinite(lo)):
             raise EncodingError(f"NaN or infinite value{where} cannot be encoded")
-        # Compare before scaling: f * scale overflows to inf (with a RuntimeWarning) near 1e308.
-        if f.size and float(np.max(np.abs(f))) >= self.max_abs:
+        if max(hi, -lo) >= self.max_abs:
             raise EncodingOverflowError(
                 f"value outside fixed-point range |x| < 2^{62 - self.frac_bits}{where}",
-                bound=self.max_abs, column=column,
+                bound=self.max_abs,
+                column=column,
             )
         # Below the bound, scaling by a power of two is exact and rint cannot reach 2^62.
         return np.rint(f * self.scale).astype(np.int64).view(np.uint64)

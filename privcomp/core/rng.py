@@ -75,7 +75,8 @@ class InsecureSeededRandom:
 
     def below(self, bound: int, size: int) -> list[int]:
         """Return reproducible integers in ``[0, bound)``."""
-        nbytes = (bound.bit_length() + 7) // 8 + 16  # 128 extra bits make the modulo bias negligible
+        # 128 extra bits make the modulo bias negligible.
+        nbytes = (bound.bit_length() + 7) // 8 + 16
         return [int.from_bytes(self._gen.bytes(nbytes), "little") % bound for _ in range(size)]
 
 

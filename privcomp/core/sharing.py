@@ -13,8 +13,8 @@ from functools import reduce
 
 import numpy as np
 
-from privcomp.errors import ConfigurationError, EncodingError, NotEnoughSharesError
 from privcomp.core.rng import RandomSource
+from privcomp.errors import ConfigurationError, EncodingError, NotEnoughSharesError
 from privcomp.types import RingArray
 
 
