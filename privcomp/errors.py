@@ -86,3 +86,110 @@ class RoundTimeoutError(TransportError, TimeoutError):
 
 class TripleExhaustedError(ProtocolError):
     """A correlated-randomness source has no more material of the requested kind."""
+
+
+# --- runtime (gRPC services, jobs, policy) -------------------------------------------------------
+
+
+class JobNotFoundError(PrivcompError, LookupError):
+    """No job with the given identifier is visible to the caller."""
+
+
+class JobStateError(PrivcompError, RuntimeError):
+    """An operation is not allowed in the job's current state (e.g. result of a running job)."""
+
+
+class JobFailedError(PrivcompError, RuntimeError):
+    """A job ended FAILED or CANCELLED; carries the reason, failing party and phase."""
+
+    def __init__(self, message: str, *, party: str = "", phase: str = ""):
+        super().__init__(message)
+        self.party = party
+        self.phase = phase
+
+
+class AuthenticationError(PrivcompError, PermissionError):
+    """The caller's credentials (token) are missing or invalid."""
+
+
+class PermissionDeniedError(PrivcompError, PermissionError):
+    """The caller is authenticated but not allowed to do this."""
+
+
+class ServiceUnavailableError(PrivcompError, ConnectionError):
+    """A privcomp service cannot be reached (not running, wrong address or TLS refused)."""
+
+
+class DeadlineExceededError(PrivcompError, TimeoutError):
+    """A call or a job did not finish within its deadline."""
+
+
+class PeerFailedError(TransportError):
+    """A named peer failed, vanished or timed out during a protocol round."""
+
+    def __init__(self, message: str, *, party: str):
+        super().__init__(message)
+        self.party = party
+
+
+class MissingSecretKeyError(PrivcompError, ValueError):
+    """An operation needs the secret key but the (public) context holds none."""
+
+
+class DecryptionBudgetExceededError(PrivcompError, RuntimeError):
+    """A key reached its cap on released decryptions; rotate the key (new context)."""
+
+
+class GroupTooSmall(PrivcompError, ValueError):
+    """A released figure would cover fewer than ``k`` records (disclosure control, T12).
+
+    Parameters
+    ----------
+    group:
+        Name of the offending group or cell (e.g. ``"sex=F"``, ``"age in [0, 20)"``).
+    k:
+        The minimum group size of the refusing party's policy.
+    party:
+        Name of the party whose policy refused, when known.
+    """
+
+    def __init__(self, group: str, k: int, party: str | None = None):
+        who = f" (policy of party {party!r})" if party else ""
+        super().__init__(f"group {group!r} has fewer than k={k} records{who}; release refused")
+        self.group = group
+        self.k = k
+        self.party = party
+
+
+class DifferencingRefused(GroupTooSmall):
+    """A query's record set differs from an earlier one by fewer than ``k`` records (T13)."""
+
+
+class PolicyViolation(PrivcompError, PermissionError):
+    """A party's policy does not allow this column or operation for this requester."""
+
+
+# --- Paillier engine ------------------------------------------------------------------------------
+
+
+class ParallelWorkerError(PrivcompError, RuntimeError):
+    """A forked worker process of a batched cryptographic operation failed or died."""
+
+
+# --- private set intersection -----------------------------------------------------------------
+
+
+class DuplicateKeyError(PrivcompError, ValueError):
+    """A party's join keys contain duplicates, so rows cannot be aligned one-to-one.
+
+    Parameters
+    ----------
+    party:
+        Index of the party whose keys repeat (the message never shows a key).
+    """
+
+    def __init__(self, party: int):
+        super().__init__(
+            f"party {party}: the join keys contain duplicates; each key must identify one row"
+        )
+        self.party = party
