@@ -1,0 +1,90 @@
+"""Joint statistics in local mode next to pandas on the pooled plaintext (same run, same data).
+
+Full run (3 parties x 10^6 rows x 10 numeric columns + a group key)::
+
+    pytest benchmarks/test_stats.py --benchmark-columns=median,min,max,rounds
+
+Smoke mode (``--benchmark-disable``, as CI runs it) uses 10^4 rows per party automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import privcomp.local as pl
+from privcomp.core.rng import InsecureSeededRandom
+
+PARTIES = 3
+COLS = [f"x{i}" for i in range(10)]
+QS = [0.25, 0.5, 0.75]
+
+
+def _rows(request: pytest.FixtureRequest) -> int:
+    return 10_000 if request.config.getoption("benchmark_disable") else 1_000_000
+
+
+@pytest.fixture(scope="module")
+def frames(request: pytest.FixtureRequest) -> list[pd.DataFrame]:
+    n = _rows(request)
+    rng = np.random.default_rng(2024)
+    out = []
+    for p in range(PARTIES):
+        df = pd.DataFrame(rng.normal(50 + p, 10, (n, len(COLS))), columns=COLS)
+        df["grp"] = rng.choice(["a", "b", "c", "d"], n)
+        out.append(df)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pooled(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    # A central analyst would hold the pooled table already: pooling is not timed.
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fed(frames: list[pd.DataFrame]) -> pl.Federation:
+    # A fresh federation per round, without the result cache, so every round runs the jobs.
+    data = {f"party{i}": {"d": f} for i, f in enumerate(frames)}
+    return pl.local(data, cache=False, rng=InsecureSeededRandom(1))
+
+
+def _privcomp_stats(frames: list[pd.DataFrame]) -> tuple[Any, Any, Any]:
+    t = _fed(frames).table("d")
+    return t.describe(), t.corr(), t.groupby("grp")[COLS].mean()
+
+
+def _pandas_stats(df: pd.DataFrame) -> tuple[Any, Any, Any]:
+    return df.describe(), df[COLS].corr(), df.groupby("grp")[COLS].mean()
+
+
+@pytest.mark.benchmark(group="stats: describe + corr + groupby.mean")
+def test_stats_privcomp(benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame) -> None:
+    d, c, g = benchmark.pedantic(_privcomp_stats, args=(frames,), rounds=3, iterations=1)
+    wd, wc, wg = _pandas_stats(pooled)
+    np.testing.assert_allclose(d.to_numpy(), wd.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(c.to_numpy(), wc.to_numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g.to_numpy(), wg.to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.benchmark(group="stats: describe + corr + groupby.mean")
+def test_stats_pandas(benchmark: Any, pooled: pd.DataFrame) -> None:
+    benchmark.pedantic(_pandas_stats, args=(pooled,), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="stats: quantiles of one column")
+def test_quantiles_privcomp(
+    benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame
+) -> None:
+    def run() -> pd.Series:
+        return _fed(frames).table("d")["x0"].quantile(QS)
+
+    got = benchmark.pedantic(run, rounds=3, iterations=1)
+    np.testing.assert_array_equal(got.to_numpy(), pooled["x0"].quantile(QS).to_numpy())
+
+
+@pytest.mark.benchmark(group="stats: quantiles of one column")
+def test_quantiles_pandas(benchmark: Any, pooled: pd.DataFrame) -> None:
+    benchmark.pedantic(lambda: pooled["x0"].quantile(QS), rounds=3, iterations=1)

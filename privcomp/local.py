@@ -1,1 +1,0 @@
-"""privcomp.local (see DESIGN.md layers)."""

@@ -1,0 +1,211 @@
+"""``pc.local``: a federation of in-process parties with pandas-style joint statistics.
+
+Each party is a :class:`~privcomp.policy.worker.PartyWorker` holding its own tables and its own
+policy; every statistic is one job run by all parties holding the dataset, SPMD, over an
+in-memory network with the same protocol code the gRPC workers run. Results are pandas objects
+shaped as pandas shapes them on the pooled rows, with ``attrs["job_id"]`` and
+``attrs["error_bound"]`` (an absolute bound of the same shape; see :func:`_bounds`).
+
+Local mode simulates all parties in one process: it is for development, tests and notebooks.
+Beaver material for quantiles comes from an in-process trusted dealer (``triples="dealer"``).
+
+Examples
+--------
+>>> import pandas as pd, privcomp as pc
+>>> fed = pc.local({"a": {"t": pd.DataFrame({"x": range(20)})},
+...                 "b": {"t": pd.DataFrame({"x": range(20, 40)})}})
+>>> float(fed.table("t")["x"].mean())
+19.5
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from privcomp.core.rng import RandomSource, SystemRandomSource
+from privcomp.errors import ConfigurationError, PrivcompError, ProtocolAbort
+from privcomp.policy.guard import ResultCache
+from privcomp.policy.model import Policy
+from privcomp.policy.query import Query
+from privcomp.policy.worker import PartyWorker, Release
+from privcomp.protocols.context import PartyContext
+from privcomp.protocols.dealer import TrustedDealer
+from privcomp.transport.memory import InMemoryNetwork
+
+T = TypeVar("T")
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Inside Jupyter a loop is already running: use a private loop in a helper thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class Federation:
+    """In-process parties, each with its own data and policy (see :func:`local`)."""
+
+    def __init__(
+        self,
+        workers: Sequence[PartyWorker],
+        *,
+        requester: str = "analyst",
+        cache: bool = True,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self._workers = list(workers)
+        self.requester = requester
+        self._cache: ResultCache[tuple[str, Release]] | None = ResultCache() if cache else None
+        self._rng = rng if rng is not None else SystemRandomSource()
+        self._jobs = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"Federation(parties={[w.name for w in self._workers]})"
+
+    def parties(self) -> dict[str, dict[str, dict[str, str]]]:
+        """Party name -> dataset -> column -> dtype (names and schemas only, never values)."""
+        return {w.name: w.schemas() for w in self._workers}
+
+    def table(self, dataset: str) -> Table:
+        """The rows of every party holding ``dataset``, stacked (horizontal partitioning)."""
+        holders = [w for w in self._workers if dataset in w.datasets]
+        if not holders:
+            raise ConfigurationError(f"no party holds a dataset {dataset!r}")
+        frames = [w.datasets[dataset] for w in holders]
+        columns = [str(c) for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+        numeric = [
+            c
+            for c in columns
+            if all(
+                pd.api.types.is_numeric_dtype(f[c]) and not pd.api.types.is_bool_dtype(f[c])
+                for f in frames
+            )
+        ]
+        return Table(self, dataset, columns, numeric, None)
+
+    def run(self, query: Query) -> tuple[str, Release]:
+        """Run one job, or return the cached answer of an identical query: ``(job_id, result)``."""
+        if self._cache is not None:
+            hit = self._cache.get(query)
+            if hit is not None:
+                return hit
+        holders = self._holders(query)
+        if len(holders) < 2:
+            raise ConfigurationError(
+                f"dataset {query.dataset!r} is held by {len(holders)} party; joint statistics "
+                "need at least 2 parties"
+            )
+        job_id = f"job-{next(self._jobs):04d}-{self._rng.random_bytes(4).hex()}"
+        result = _run_sync(self._job(holders, query, job_id))
+        if self._cache is not None:
+            self._cache.put(query, (job_id, result))
+        return job_id, result
+
+    def _holders(self, query: Query) -> list[PartyWorker]:
+        if query.join is None:
+            return [w for w in self._workers if query.dataset in w.datasets]
+        both = [
+            w.name
+            for w in self._workers
+            if query.dataset in w.datasets and query.join[0] in w.datasets
+        ]
+        if both:
+            raise ConfigurationError(f"parties {both} hold both joined datasets (not supported)")
+        names = (query.dataset, query.join[0])
+        return [w for w in self._workers if any(n in w.datasets for n in names)]
+
+    async def _job(self, holders: list[PartyWorker], query: Query, job_id: str) -> Release:
+        n = len(holders)
+        net = InMemoryNetwork(n, rng=self._rng)
+        dealer = TrustedDealer(n, rng=self._rng)
+        ctxs = [
+            PartyContext(transport=t, triples=dealer, rng=self._rng, job_id=job_id)
+            for t in net.transports
+        ]
+
+        async def party(i: int, worker: PartyWorker) -> Release:
+            try:
+                return await worker.run(ctxs[i], query)
+            except BaseException:
+                # A failed party aborts the job at once: nobody waits for a round deadline.
+                net.abort(i, "the party failed")
+                raise
+
+        outcomes = await asyncio.gather(
+            *(party(i, w) for i, w in enumerate(holders)), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            # A party's own refusal explains the failure better than the others' aborts.
+            own = [
+                e
+                for e in errors
+                if isinstance(e, PrivcompError) and not isinstance(e, ProtocolAbort)
+            ]
+            raise (own or errors)[0]
+        return outcomes[0]  # type: ignore[return-value]
+
+
+def local(
+    data: Mapping[str, Mapping[str, pd.DataFrame]],
+    policies: Mapping[str, Mapping[str, Any] | Policy] | None = None,
+    *,
+    requester: str = "analyst",
+    cache: bool = True,
+    rng: RandomSource | None = None,
+) -> Federation:
+    """Create an in-process federation.
+
+    Parameters
+    ----------
+    data:
+        Party name -> dataset name -> that party's DataFrame.
+    policies:
+        Party name -> its policy (a :class:`~privcomp.policy.model.Policy` or its dict form);
+        parties not listed get the default policy (k = 11, all columns and operations).
+    requester:
+        Identity of the data scientist (selects per-requester policy rules).
+    cache:
+        Answer an identical repeated query with the identical cached result.
+    rng:
+        Randomness for shares, job ids and the dealer (default: the OS CSPRNG).
+
+    Returns
+    -------
+    Federation
+    """
+    policies = policies or {}
+    unknown = set(policies) - set(data)
+    if unknown:
+        raise ConfigurationError(f"policies name unknown parties: {sorted(unknown)}")
+    workers = [
+        PartyWorker(name, dict(tables), Policy.from_dict(policies.get(name)))
+        for name, tables in data.items()
+    ]
+    return Federation(workers, requester=requester, cache=cache, rng=rng)
+
+
+# Imported last: the frames need Federation only for type hints.
+from privcomp.local.frames import Column, Condition, GroupBy, Released, Table  # noqa: E402
+from privcomp.local.joined import JoinedGroupBy, JoinedTable  # noqa: E402
+
+__all__ = [
+    "Column",
+    "Condition",
+    "Federation",
+    "GroupBy",
+    "JoinedGroupBy",
+    "JoinedTable",
+    "Released",
+    "Table",
+    "local",
+]

@@ -1,0 +1,143 @@
+"""A party's side of a job on a vertical (PSI) join: two consent points, its own checks.
+
+1. Before PSI: the party checks the columns and operations of *its own* dataset against its
+   policy (plus the ``join`` operation) and agrees with the others.
+2. PSI aligns the rows; then the party checks its joined record set and, if it holds the group
+   key, its groups (k-threshold, differencing), and agrees again before any statistic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from privcomp.errors import ConfigurationError, PolicyViolation
+from privcomp.policy.guard import Cell, DisclosureGuard
+from privcomp.policy.query import Query
+from privcomp.protocols.context import PartyContext
+from privcomp.protocols.stats import Label
+from privcomp.protocols.stats_job import Moments, with_consent
+from privcomp.protocols.stats_psi import psi_tags
+from privcomp.protocols.stats_vertical import Alignment, VerticalRequest, align
+from privcomp.protocols.stats_vertical_job import vertical_grouped, vertical_moments
+
+
+def _key(v: Any) -> str:
+    item = v.item() if isinstance(v, np.generic) else v
+    if isinstance(item, float) and item.is_integer():
+        return str(int(item))  # 17 and 17.0 are the same key
+    return str(item)
+
+
+@dataclasses.dataclass(slots=True)
+class _Local:
+    view: Query
+    key_rows: np.ndarray
+    keys: list[str]
+    own: dict[str, np.ndarray]
+
+
+def _prepare(query: Query, df: pd.DataFrame | None, side: int) -> _Local:
+    if query.join is None or query.where is not None:
+        raise ConfigurationError("vertical jobs need a join and take no row filter")
+    dataset = query.dataset if side == 0 else query.join[0]
+    on = query.join[1]
+    if df is None or on not in df.columns:
+        raise PolicyViolation(f"dataset {dataset!r} with key {on!r} is not held here")
+    mine = [c for c, s in zip(query.columns, query.column_sides, strict=True) if s == side]
+    by = query.by if query.by_side == side else None
+    view = dataclasses.replace(
+        query,
+        dataset=dataset,
+        columns=(*mine, on),
+        by=by,
+        join=None,
+        ops=tuple(sorted({*query.ops, "join"})),
+        party_sides=(),
+        column_sides=(),
+    )
+    key_rows = np.flatnonzero(df[on].notna().to_numpy())
+    keys = [_key(v) for v in df[on].to_numpy()[key_rows]]
+    own = {}
+    for c in mine:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise ConfigurationError(f"column {c!r} is not numeric")
+        own[c] = df[c].to_numpy(dtype=np.float64, na_value=np.nan)[key_rows]
+    return _Local(view, key_rows, keys, own)
+
+
+def _cells(
+    loc: _Local, al: Alignment, n_rows: int, df: pd.DataFrame, by: str | None
+) -> tuple[list[Cell], np.ndarray, list[Label]]:
+    rows = loc.key_rows[al.my_rows]
+    joined = np.zeros(n_rows, dtype=bool)
+    joined[rows] = True
+    cells = [Cell("joined rows", joined)]
+    codes = np.zeros(0, dtype=np.int64)
+    labels: list[Label] = []
+    if by is not None:
+        raw, uniq = pd.factorize(df[by].to_numpy()[rows], sort=True)
+        codes = raw.astype(np.int64)
+        labels = [u.item() if isinstance(u, np.generic) else u for u in uniq]
+        for i, lab in enumerate(labels):
+            mask = np.zeros(n_rows, dtype=bool)
+            mask[rows[codes == i]] = True
+            cells.append(Cell(f"{by}={lab!r}", mask))
+    return cells, codes, labels
+
+
+async def run_vertical(
+    ctx: PartyContext,
+    query: Query,
+    datasets: Mapping[str, pd.DataFrame],
+    guard: DisclosureGuard,
+) -> Moments:
+    """Run this party's side of a vertical ``query`` (raises this party's refusal, if any)."""
+    side = query.party_sides[ctx.party_id]
+    name = query.dataset if side == 0 or query.join is None else query.join[0]
+    df = datasets.get(name)
+    prepared: list[_Local] = []
+
+    def check_columns() -> None:
+        loc = _prepare(query, df, side)
+        guard.policy.rule(loc.view.dataset, query.requester).check(
+            loc.view.dataset, loc.view.columns_used(), loc.view.operations_used()
+        )
+        prepared.append(loc)
+
+    async def do_psi() -> list[list[bytes]]:
+        return await psi_tags(ctx, prepared[0].keys)
+
+    tags = await with_consent(ctx, check_columns, do_psi)
+    loc = prepared[0]
+    al = align(tags, query.party_sides, ctx.party_id)
+    if df is None:
+        raise PolicyViolation(f"dataset {name!r} is not held here")
+    cells, codes, labels = _cells(loc, al, len(df), df, loc.view.by)
+    req = VerticalRequest(
+        query.columns,
+        query.column_sides,
+        query.party_sides,
+        frozenset(query.ops),
+        query.by_side,
+        query.ddof,
+    )
+
+    def check_rows() -> None:
+        cross = query.by is not None or bool({"cov", "corr"} & set(query.ops))
+        if cross and any(np.isnan(v[al.my_rows]).any() for v in loc.own.values()):
+            raise ConfigurationError("cross-party products need complete columns (no NaN)")
+        guard.check(loc.view, cells)
+
+    async def stats() -> Moments:
+        if query.by is None:
+            return await vertical_moments(ctx, al, loc.own, req)
+        return await vertical_grouped(ctx, al, loc.own, req, codes, labels)
+
+    result = await with_consent(ctx, check_rows, stats)
+    guard.commit(loc.view, cells)
+    return result
