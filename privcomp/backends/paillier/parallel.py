@@ -1,0 +1,135 @@
+"""Both cores for large Paillier batches, with forked workers and no pickle (layer: backends).
+
+Protocol
+--------
+1. The caller draws all randomness first and builds a closure ``compute(start, stop)`` over its
+   inputs (ciphertexts, plaintexts, random bytes, key tables).
+2. An anonymous shared mapping (``mmap(-1, count * width)``, ``MAP_SHARED``) is created, then
+   ``workers - 1`` children are forked. Each child inherits the closure's memory, computes its
+   slice and writes the results as fixed-width big-endian integers into the mapping, then leaves
+   with ``os._exit`` (no interpreter clean-up, no ``atexit`` hooks of the parent).
+3. The parent computes the first slice itself, waits for every child, and parses the rest.
+
+Security: nothing is pickled or sent through a pipe; inputs travel by ``fork`` (copy-on-write
+memory) and outputs are raw bytes in a mapping private to this process tree. Workers never draw
+randomness themselves, so a forked random state can never be reused across workers.
+
+Cost: a ``fork`` (page-table copy, ~1 ms per 100 MB of resident memory) and a byte
+serialisation of each result (~1 µs); worthwhile above a few hundred modular exponentiations,
+hence the per-operation thresholds used by the callers.
+
+Caveat: forking a process that runs other threads is only safe because the children touch
+nothing but gmpy2 arithmetic and the mapping; they never log, lock, or return into Python code of
+the parent.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Callable
+
+import gmpy2
+
+from privcomp.errors import ConfigurationError, ParallelWorkerError
+
+Compute = Callable[[int, int], list[gmpy2.mpz]]
+
+
+def available_cores() -> int:
+    """Return the number of cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None, count: int, threshold: int) -> int:
+    """Return how many processes to use for ``count`` items.
+
+    ``None`` means automatic: every available core when ``count >= threshold``, else one.
+    """
+    if workers is None:
+        chosen = available_cores() if count >= threshold else 1
+    elif workers < 1:
+        raise ConfigurationError("workers must be at least 1")
+    else:
+        chosen = workers
+    if not hasattr(os, "fork"):  # pragma: no cover - not POSIX
+        return 1
+    return max(1, min(chosen, count))
+
+
+def _bounds(count: int, workers: int) -> list[int]:
+    step, extra = divmod(count, workers)
+    out = [0]
+    for w in range(workers):
+        out.append(out[-1] + step + (1 if w < extra else 0))
+    return out
+
+
+def _child(compute: Compute, start: int, stop: int, buf: mmap.mmap, width: int) -> int:
+    results = compute(start, stop)
+    if len(results) != stop - start:
+        return 1
+    offset = start * width
+    for value in results:
+        buf[offset : offset + width] = gmpy2.mpz(value).to_bytes(width, "big")
+        offset += width
+    return 0
+
+
+def map_chunks(compute: Compute, count: int, width: int, workers: int) -> list[gmpy2.mpz]:
+    """Return ``compute(0, count)``, split over ``workers`` forked processes.
+
+    Parameters
+    ----------
+    compute:
+        ``compute(start, stop)`` returns the results for items ``start .. stop - 1``; each result
+        must be a non-negative integer below ``256**width``.
+    count:
+        Number of items.
+    width:
+        Bytes per result.
+    workers:
+        Number of processes (the caller included); ``1`` runs inline.
+
+    Raises
+    ------
+    ParallelWorkerError
+        If a worker dies or fails.
+    """
+    if workers <= 1 or count < 2:
+        return compute(0, count)
+    bounds = _bounds(count, workers)
+    buf = mmap.mmap(-1, max(1, count * width))
+    pids: list[int] = []
+    failed = 0
+    try:
+        for w in range(1, workers):
+            pid = os.fork()
+            if pid == 0:  # child: compute, write, leave without running any parent clean-up
+                status = 1
+                try:
+                    status = _child(compute, bounds[w], bounds[w + 1], buf, width)
+                except BaseException:  # report through the exit status only
+                    status = 1
+                finally:
+                    os._exit(status)
+            pids.append(pid)
+        head = compute(bounds[0], bounds[1])
+    finally:
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed += 1
+    try:
+        if failed:
+            raise ParallelWorkerError(f"{failed} of {workers - 1} Paillier worker processes failed")
+        out = list(head)
+        from_bytes = gmpy2.mpz.from_bytes
+        for offset in range(bounds[1] * width, count * width, width):
+            out.append(from_bytes(buf[offset : offset + width], "big"))
+        return out
+    finally:
+        buf.close()
