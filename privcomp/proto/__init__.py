@@ -1,1 +1,1 @@
-"""privcomp.proto (see DESIGN.md layers)."""
+"""Generated protobuf code (do not edit; see protos/README.md)."""

@@ -1,0 +1,248 @@
+"""GrpcTransport: the Transport interface over the worker-to-worker PeerService (layer: rpc).
+
+Protocol code calls ``send(to, tag, payload)`` / ``recv(frm, tag)`` exactly as on the in-memory
+network. Here a send is one client-streaming ``PeerService.Deliver`` call carrying the payload in
+chunks of at most 1 MiB (``job_id``, ``tag``, ``sender`` in every chunk), so a job has no
+message-size ceiling while every gRPC message stays far below the 4 MiB receive cap. The
+receiving worker's PeerService reassembles the chunks and hands the message to the job's
+:class:`JobMailbox`, where ``recv`` picks it up by ``(sender, tag)`` whatever the arrival order.
+
+Deadlines (R4): each send has a per-round deadline; each receive waits at most the per-round
+deadline and never past the job's global deadline. A failed or late peer raises
+:class:`~privcomp.errors.PeerFailedError` naming the party.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+
+from privcomp.errors import ConfigurationError, PeerFailedError, TransportError
+from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
+from privcomp.rpc.channel import CHUNK_SIZE
+from privcomp.transport.base import TransportStats
+
+
+class JobMailbox:
+    """Messages received for one job, keyed by ``(sender, tag)``.
+
+    Parameters
+    ----------
+    job_id:
+        The job.
+    n_parties:
+        Number of parties (senders are ``0 .. n_parties - 1``).
+    """
+
+    def __init__(self, job_id: str, n_parties: int) -> None:
+        self.job_id = job_id
+        self.n_parties = n_parties
+        self._slots: dict[tuple[int, str], asyncio.Future[bytes]] = {}
+        self._closed: BaseException | None = None
+
+    def _slot(self, sender: int, tag: str) -> asyncio.Future[bytes]:
+        key = (sender, tag)
+        fut = self._slots.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._slots[key] = fut
+        return fut
+
+    def deliver(self, sender: int, tag: str, payload: bytes) -> None:
+        """Store a reassembled message (a second message under the same key is refused)."""
+        if self._closed is not None:
+            raise TransportError(f"job {self.job_id} is closed")
+        if not 0 <= sender < self.n_parties:
+            raise ConfigurationError(f"sender index out of range for job {self.job_id}")
+        fut = self._slot(sender, tag)
+        if fut.done():
+            raise ConfigurationError(f"duplicate message from party {sender} under tag {tag!r}")
+        fut.set_result(payload)
+
+    async def get(self, sender: int, tag: str, wait_s: float) -> bytes:
+        """Wait for the message of ``sender`` under ``tag`` (raises TimeoutError)."""
+        if self._closed is not None:
+            raise TransportError(f"job {self.job_id} is closed")
+        fut = self._slot(sender, tag)
+        async with asyncio.timeout(wait_s):
+            payload = await asyncio.shield(fut)
+        del self._slots[(sender, tag)]  # free memory; a tag is used once
+        return payload
+
+    def close(self, reason: BaseException | None = None) -> None:
+        """Fail every pending receive and refuse further deliveries."""
+        self._closed = reason or TransportError(f"job {self.job_id} is closed")
+        for fut in self._slots.values():
+            if not fut.done():
+                fut.set_exception(self._closed)
+                fut.exception()  # mark retrieved: nobody may be waiting
+        self._slots.clear()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundDeadlines:
+    """Per-round and global deadlines of one job.
+
+    Parameters
+    ----------
+    round_s:
+        Longest wait for one message (send or receive).
+    job_deadline_unix:
+        Absolute end of the job (``time.time()`` scale).
+    """
+
+    round_s: float = 30.0
+    job_deadline_unix: float = float("inf")
+
+    def remaining(self) -> float:
+        """Seconds left for the next round (≤ round_s, never past the job deadline)."""
+        return max(0.0, min(self.round_s, self.job_deadline_unix - time.time()))
+
+
+def chunk_requests(
+    job_id: str, tag: str, sender: int, payload: bytes, chunk_size: int = CHUNK_SIZE
+) -> list[peer_pb2.DeliverRequest]:
+    """Split a payload into ``DeliverRequest`` chunks of at most ``chunk_size`` bytes."""
+    total = len(payload)
+    view = memoryview(payload)
+    starts = range(0, total, chunk_size) if total else range(1)
+    return [
+        peer_pb2.DeliverRequest(
+            job_id=job_id,
+            tag=tag,
+            sender=sender,
+            chunk_index=i,
+            total_length=total,
+            data=bytes(view[s : s + chunk_size]),
+        )
+        for i, s in enumerate(starts)
+    ]
+
+
+class GrpcTransport:
+    """:class:`~privcomp.transport.base.Transport` over gRPC PeerService streams.
+
+    Parameters
+    ----------
+    job_id:
+        The job whose messages this transport carries.
+    party_id:
+        This party's index.
+    party_names:
+        Names of all parties in protocol order (for error messages).
+    channels:
+        Party index → channel to that party's worker (all peers except ourselves).
+    mailbox:
+        Where the local PeerService puts messages for this job.
+    deadlines:
+        Per-round and global deadlines.
+    n_parties:
+        Number of *computing* parties the protocol sees (default: all names). A helper party
+        (the dealer) may follow them in ``party_names`` and is still reachable by index.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        party_id: int,
+        party_names: Sequence[str],
+        channels: dict[int, grpc.aio.Channel],
+        mailbox: JobMailbox,
+        deadlines: RoundDeadlines,
+        n_parties: int | None = None,
+    ) -> None:
+        self._job_id = job_id
+        self._n = n_parties if n_parties is not None else len(party_names)
+        self._party_id = party_id
+        self._names = list(party_names)
+        self._stubs = {p: peer_pb2_grpc.PeerServiceStub(ch) for p, ch in channels.items()}
+        self._mailbox = mailbox
+        self._deadlines = deadlines
+        self._stats = TransportStats()
+        self._closed = False
+
+    @property
+    def party_id(self) -> int:
+        """This party's index."""
+        return self._party_id
+
+    @property
+    def n_parties(self) -> int:
+        """Number of computing parties."""
+        return self._n
+
+    @property
+    def stats(self) -> TransportStats:
+        """Traffic counters."""
+        return self._stats
+
+    def _name(self, p: int) -> str:
+        return self._names[p] if 0 <= p < len(self._names) else f"#{p}"
+
+    async def send(self, to: int, tag: str, payload: bytes) -> None:
+        """Send ``payload`` to party ``to`` as a stream of ≤ 1 MiB chunks."""
+        if self._closed:
+            raise TransportError(f"transport of job {self._job_id} is closed")
+        if to == self._party_id:
+            self._mailbox.deliver(to, tag, bytes(payload))
+            return
+        stub = self._stubs.get(to)
+        if stub is None:
+            raise ConfigurationError(f"no channel to party index {to}")
+        data = bytes(payload)
+        job_id, me = self._job_id, self._party_id
+
+        async def gen() -> AsyncIterator[peer_pb2.DeliverRequest]:
+            # Lazily, so at most a chunk or two are copied ahead of the network.
+            view = memoryview(data)
+            for i, s in enumerate(range(0, len(data), CHUNK_SIZE) if data else range(1)):
+                yield peer_pb2.DeliverRequest(
+                    job_id=job_id,
+                    tag=tag,
+                    sender=me,
+                    chunk_index=i,
+                    total_length=len(data),
+                    data=bytes(view[s : s + CHUNK_SIZE]),
+                )
+
+        try:
+            await stub.Deliver(gen(), timeout=max(self._deadlines.remaining(), 0.001))
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "CLOSED"
+            raise PeerFailedError(
+                f"sending to party {self._name(to)} failed ({code}) in job {self._job_id}",
+                party=self._name(to),
+            ) from exc
+        self._stats.messages_sent += 1
+        self._stats.bytes_sent += len(payload)
+        self._stats.per_peer_bytes_sent[to] = self._stats.per_peer_bytes_sent.get(to, 0) + len(
+            payload
+        )
+
+    async def recv(self, frm: int, tag: str) -> bytes:
+        """Receive the message ``frm`` sent under ``tag`` within the round deadline."""
+        if self._closed:
+            raise TransportError(f"transport of job {self._job_id} is closed")
+        timeout = self._deadlines.remaining()
+        try:
+            payload = await self._mailbox.get(frm, tag, timeout)
+        except TimeoutError as exc:
+            raise PeerFailedError(
+                f"no message from party {self._name(frm)} within {timeout:.1f} s in job "
+                f"{self._job_id}",
+                party=self._name(frm),
+            ) from exc
+        self._stats.messages_received += 1
+        self._stats.bytes_received += len(payload)
+        return payload
+
+    async def close(self) -> None:
+        """Close the mailbox; channels belong to the caller."""
+        self._closed = True
+        self._mailbox.close()

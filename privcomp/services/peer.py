@@ -1,0 +1,105 @@
+"""PeerService: receives chunked peer messages and hands them to the job's mailbox (services).
+
+Each ``Deliver`` call carries one message; every chunk repeats ``job_id``, ``tag``, ``sender``
+and ``total_length``, and chunk indices count up from 0. The caller's certificate identity must
+be the job's party at index ``sender`` (a party cannot speak for another). Memory grows with the
+data actually received, so a claimed huge ``total_length`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from privcomp.errors import ConfigurationError, PrivcompError
+from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
+from privcomp.rpc.channel import CHUNK_SIZE, peer_identity
+from privcomp.rpc.status import code_for
+from privcomp.rpc.transport import JobMailbox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEntry:
+    """A job's mailbox and the party names allowed to send into it, by index."""
+
+    mailbox: JobMailbox
+    names: tuple[str, ...]
+
+
+class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
+    """Reassembles messages for the jobs known to ``lookup``.
+
+    Parameters
+    ----------
+    lookup:
+        Job id → :class:`MailboxEntry` (or None for an unknown job).
+    """
+
+    def __init__(self, lookup: Callable[[str], MailboxEntry | None]) -> None:
+        self._lookup = lookup
+
+    async def _assemble(
+        self, request_iterator: AsyncIterator[peer_pb2.DeliverRequest], caller: str | None
+    ) -> tuple[MailboxEntry, int, str, bytes]:
+        first: peer_pb2.DeliverRequest | None = None
+        entry: MailboxEntry | None = None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request_iterator:
+            if first is None:
+                first = chunk
+                entry = self._check_first(chunk, caller)
+            elif (
+                chunk.job_id != first.job_id
+                or chunk.tag != first.tag
+                or chunk.sender != first.sender
+                or chunk.total_length != first.total_length
+            ):
+                raise ConfigurationError("chunk header changed within one message")
+            data = chunk.data
+            if chunk.chunk_index != len(parts) or len(data) > CHUNK_SIZE:
+                raise ConfigurationError("chunk out of order or larger than 1 MiB")
+            size += len(data)
+            if size > first.total_length:
+                raise ConfigurationError("message longer than its declared length")
+            parts.append(data)
+        if first is None or entry is None:
+            raise ConfigurationError("empty message stream")
+        if size != first.total_length:
+            raise ConfigurationError("message shorter than its declared length")
+        # One copy at the end instead of growing a buffer chunk by chunk.
+        return entry, first.sender, first.tag, parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_first(self, chunk: peer_pb2.DeliverRequest, caller: str | None) -> MailboxEntry:
+        entry = self._lookup(chunk.job_id)
+        if entry is None:
+            raise ConfigurationError("message for an unknown job")
+        if not 0 <= chunk.sender < len(entry.names) or caller != entry.names[chunk.sender]:
+            raise ConfigurationError("sender index does not match the caller's identity")
+        if chunk.total_length < 0:
+            raise ConfigurationError("negative message length")
+        return entry
+
+    async def Deliver(
+        self, request_iterator: AsyncIterator[peer_pb2.DeliverRequest], context: Any
+    ) -> peer_pb2.DeliverResponse:
+        """Reassemble one message and deliver it to the job's mailbox."""
+        caller = peer_identity(context.auth_context())
+        try:
+            entry, sender, tag, payload = await self._assemble(request_iterator, caller)
+            entry.mailbox.deliver(sender, tag, payload)
+        except PrivcompError as exc:
+            code = code_for(exc)
+            if code == grpc.StatusCode.INVALID_ARGUMENT and "unknown job" in str(exc):
+                code = grpc.StatusCode.NOT_FOUND
+            if "identity" in str(exc):
+                code = grpc.StatusCode.PERMISSION_DENIED
+            logger.info("refused peer message: %s", exc)
+            await context.abort(code, str(exc))
+        return peer_pb2.DeliverResponse(received=len(payload))

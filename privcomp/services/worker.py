@@ -1,0 +1,310 @@
+"""The worker: runs registered job kinds with its peers over GrpcTransport (layer: services).
+
+Lifecycle of a job on a worker (the coordinator drives it through ``WorkerService``):
+
+1. ``PrepareJob``: validate the spec against the kind registry, check the job against this
+   party's policy, load the needed columns, create the job's peer mailbox and channels.
+   Refusals name the column or operation, never a value.
+2. ``RunJob`` (server stream): run the kind's protocol — the same code as in memory — on a
+   :class:`PartyContext` over :class:`GrpcTransport`; stream progress; end with the released
+   result or a failure naming the phase and the party to blame. If the coordinator's stream
+   goes away, the job is cancelled.
+3. ``CancelJob`` or the job's global deadline: cancel the protocol task and drop all job state.
+
+Shares travel only worker-to-worker (PeerService); the coordinator receives progress and the
+released result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from privcomp.errors import (
+    ConfigurationError,
+    PeerFailedError,
+    PolicyViolation,
+    PrivcompError,
+)
+from privcomp.jobs.dealer_net import NetworkDealerSource, serve_dealer
+from privcomp.jobs.kinds import LocalData, get_kind, validate_spec
+from privcomp.jobs.model import JobSpec
+from privcomp.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from privcomp.protocols.context import PartyContext
+from privcomp.protocols.dealer import TrustedDealer
+from privcomp.protocols.triples import TripleSource
+from privcomp.rpc import serde
+from privcomp.rpc.channel import aio_channel
+from privcomp.rpc.pki import Identity
+from privcomp.rpc.status import code_for
+from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
+from privcomp.services.config import WorkerConfig, load_columns
+from privcomp.services.peer import MailboxEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerJob:
+    """State of one job on this worker."""
+
+    job_id: str
+    spec: JobSpec
+    names: tuple[str, ...]  # computing parties, then the dealer if any
+    index: int
+    deadline_unix: float
+    data: LocalData
+    mailbox: JobMailbox
+    channels: dict[int, grpc.aio.Channel] = field(default_factory=dict)
+    phase: str = "prepare"
+    task: asyncio.Task[worker_pb2.RunJobResponse] | None = None
+
+    @property
+    def is_dealer(self) -> bool:
+        """This worker is the job's dealer helper party."""
+        return self.index == len(self.spec.parties)
+
+
+def _failure(reason: str, phase: str, party: str) -> worker_pb2.RunJobResponse:
+    return worker_pb2.RunJobResponse(
+        failure=worker_pb2.JobFailure(reason=reason, phase=phase, failing_party=party)
+    )
+
+
+class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
+    """The worker's control service and job table.
+
+    Parameters
+    ----------
+    config:
+        Worker configuration (name, datasets, policies, timeouts).
+    identity:
+        This party's certificate and key (None only in loopback dev mode).
+    """
+
+    def __init__(self, config: WorkerConfig, identity: Identity | None) -> None:
+        self.config = config
+        self.identity = identity
+        self.jobs: dict[str, WorkerJob] = {}
+        self.handled = 0  # business-handler invocations (tests check auth refusals)
+
+    def mailbox_entry(self, job_id: str) -> MailboxEntry | None:
+        """Lookup used by the PeerService."""
+        job = self.jobs.get(job_id)
+        return None if job is None else MailboxEntry(job.mailbox, job.names)
+
+    def _check_policy(self, spec: JobSpec, me: str, requester: str) -> LocalData:
+        kind = get_kind(spec.kind)
+        cols, ops = kind.usage(spec, me)
+        if not kind.needs_dataset:
+            if not self.config.allow_benchmarks:
+                raise ConfigurationError(f"party {me} does not run benchmark jobs")
+            return LocalData(columns={})
+        ds = self.config.datasets.get(spec.dataset)
+        if ds is None:
+            raise ConfigurationError(f"party {me} offers no dataset {spec.dataset!r}")
+        policy = self.config.policy
+        policy.rule(spec.dataset, requester).check(spec.dataset, cols, ops)
+        data = load_columns(ds.path, cols)
+        if data.n_rows < policy.k:
+            raise PolicyViolation(
+                f"dataset {spec.dataset!r} of party {me} has fewer than k={policy.k} rows"
+            )
+        return data
+
+    def _prepare(self, req: worker_pb2.PrepareJobRequest) -> WorkerJob:
+        spec = serde.job_spec_from_proto(req.spec)
+        validate_spec(spec)
+        names = tuple(p.name for p in req.peers)
+        me = self.config.name
+        expected = list(spec.parties)
+        if spec.triple_source == "dealer":
+            expected.append(str(spec.params["dealer"]))
+        if list(names) != expected or me not in names:
+            raise ConfigurationError("peer list does not match the job's parties")
+        index = names.index(me)
+        if index == len(spec.parties):
+            if not self.config.allow_dealer:
+                raise ConfigurationError(f"party {me} is not configured as a dealer")
+            data = LocalData(columns={})
+        else:
+            data = self._check_policy(spec, me, req.requester)
+        job = WorkerJob(
+            job_id=req.job_id,
+            spec=spec,
+            names=names,
+            index=index,
+            deadline_unix=req.deadline_unix,
+            data=data,
+            mailbox=JobMailbox(req.job_id, len(names)),
+        )
+        for i, peer in enumerate(req.peers):
+            if i != index:
+                job.channels[i] = aio_channel(
+                    peer.address,
+                    self.identity,
+                    keepalive=self.config.keepalive,
+                    insecure_dev=self.config.insecure_dev,
+                )
+        return job
+
+    async def PrepareJob(
+        self, request: worker_pb2.PrepareJobRequest, context: Any
+    ) -> worker_pb2.PrepareJobResponse:
+        """Validate, check policy, load data, open the mailbox (idempotent per job id)."""
+        self.handled += 1
+        if request.job_id in self.jobs:
+            return worker_pb2.PrepareJobResponse(accepted=True)
+        if not request.job_id or len(request.job_id) > 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id must be 1-64 chars")
+        try:
+            job = self._prepare(request)
+        except PrivcompError as exc:
+            logger.info("job %s refused: %s", request.job_id, exc)
+            return worker_pb2.PrepareJobResponse(accepted=False, reason=str(exc))
+        self.jobs[job.job_id] = job
+        asyncio.get_running_loop().call_later(
+            max(0.0, job.deadline_unix - time.time()) + 5.0, self._expire, job.job_id
+        )
+        logger.info("job %s prepared (party %d of %d)", job.job_id, job.index, len(job.names))
+        return worker_pb2.PrepareJobResponse(accepted=True)
+
+    def _expire(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            logger.info("job %s expired (deadline)", job_id)
+            if job.task is not None:
+                job.task.cancel()
+            asyncio.get_running_loop().create_task(self._drop(job_id))
+
+    async def _drop(self, job_id: str) -> None:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return
+        job.mailbox.close()
+        for ch in job.channels.values():
+            await ch.close(grace=None)
+
+    def _context(self, job: WorkerJob, transport: GrpcTransport) -> PartyContext:
+        triples: TripleSource
+        if job.spec.triple_source == "dealer":
+            triples = NetworkDealerSource(len(job.spec.parties))
+        else:
+            from privcomp.protocols.he_triples import PaillierTripleSource
+
+            triples = PaillierTripleSource()
+        return PartyContext(transport=transport, triples=triples, job_id=job.job_id)
+
+    async def _execute(
+        self, job: WorkerJob, queue: asyncio.Queue[Any]
+    ) -> worker_pb2.RunJobResponse:
+        def progress(phase: str, fraction: float) -> None:
+            job.phase = phase
+            queue.put_nowait(
+                worker_pb2.RunJobResponse(
+                    progress=worker_pb2.JobProgress(phase=phase, fraction=fraction)
+                )
+            )
+
+        transport = GrpcTransport(
+            job_id=job.job_id,
+            party_id=job.index,
+            party_names=job.names,
+            channels=job.channels,
+            mailbox=job.mailbox,
+            deadlines=RoundDeadlines(
+                round_s=self.config.round_timeout_s, job_deadline_unix=job.deadline_unix
+            ),
+            n_parties=len(job.spec.parties),
+        )
+        me = self.config.name
+        try:
+            async with asyncio.timeout(max(0.0, job.deadline_unix - time.time())):
+                if job.is_dealer:
+                    progress("dealer", 0.0)
+                    await serve_dealer(
+                        transport, len(job.spec.parties), TrustedDealer(len(job.spec.parties))
+                    )
+                    return worker_pb2.RunJobResponse(result=common_pb2.JobResult())
+                ctx = self._context(job, transport)
+                released = await get_kind(job.spec.kind).run(ctx, job.spec, job.data, progress)
+                if isinstance(ctx.triples, NetworkDealerSource):
+                    await ctx.triples.stop(ctx)
+            st = transport.stats
+            logger.info(
+                "job %s party %d traffic: sent %d bytes in %d messages, received %d bytes",
+                job.job_id,
+                job.index,
+                st.bytes_sent,
+                st.messages_sent,
+                st.bytes_received,
+            )
+            return worker_pb2.RunJobResponse(result=serde.result_to_proto(released))
+        except PeerFailedError as exc:
+            return _failure(str(exc), job.phase, exc.party)
+        except TimeoutError:
+            return _failure("job deadline exceeded", job.phase, me)
+        except PrivcompError as exc:
+            return _failure(f"{type(exc).__name__}: {exc}", job.phase, me)
+
+    async def RunJob(
+        self, request: worker_pb2.RunJobRequest, context: Any
+    ) -> AsyncIterator[worker_pb2.RunJobResponse]:
+        """Run a prepared job; stream progress; end with the result or a failure."""
+        self.handled += 1
+        job = self.jobs.get(request.job_id)
+        if job is None or job.task is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "job not prepared or running")
+            return
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(self._execute(job, queue))
+        job.task = task
+        try:
+            while not task.done() or not queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            try:
+                final = task.result()
+            except asyncio.CancelledError:
+                final = _failure("job cancelled", job.phase, "")
+            yield final
+            logger.info(
+                "job %s finished on %s: %s", job.job_id, self.config.name, final.WhichOneof("event")
+            )
+        finally:
+            if not task.done():
+                task.cancel()  # the coordinator went away: abandon the job
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._drop(job.job_id)
+
+    async def CancelJob(
+        self, request: worker_pb2.WorkerCancelJobRequest, context: Any
+    ) -> worker_pb2.WorkerCancelJobResponse:
+        """Cancel the job's protocol task and drop its state."""
+        self.handled += 1
+        job = self.jobs.get(request.job_id)
+        if job is None:
+            return worker_pb2.WorkerCancelJobResponse(known=False)
+        if job.task is not None:
+            job.task.cancel()
+        else:
+            await self._drop(job.job_id)
+        return worker_pb2.WorkerCancelJobResponse(known=True)
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    """Status code for an exception (re-exported for the server module)."""
+    return code_for(exc)
