@@ -34,7 +34,15 @@ N_PARTIES = 3
 SIZES = [10**4, 10**5, 10**6]
 ROUNDS = {10**4: 15, 10**5: 7, 10**6: 5}
 FX = FixedPoint(16)
-_KINDS = ("mul_triples", "matmul_triples", "and_triples", "trunc_pairs", "edabits", "dabits")
+_KINDS = (
+    "mul_triples",
+    "matmul_triples",
+    "and_triples",
+    "and_fan_triples",  # the dealer's AND triples with a shared mask (used by comparisons)
+    "trunc_pairs",
+    "edabits",
+    "dabits",
+)
 
 Body = Callable[[PartyContext, tuple[Any, ...]], Awaitable[Any]]
 
@@ -110,17 +118,24 @@ async def _lt(ctx: PartyContext, args: tuple[Any, ...]) -> Any:
     return await cmp.lt(ctx, args[0], args[1])
 
 
+async def _eq(ctx: PartyContext, args: tuple[Any, ...]) -> Any:
+    return await cmp.eq(ctx, args[0], args[1])
+
+
 BODIES: dict[str, Body] = {
     "share_reconstruct": _share_reconstruct,
     "mul_ring": _mul_ring,
     "mul_fixed": _mul_fixed,
     "lt": _lt,
+    "eq": _eq,
 }
 
 
 def _data(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = np.random.default_rng(size)
-    return g.normal(size=size) * 100, g.normal(size=size) * 100, g.normal(size=size) * 100
+    a, b = g.normal(size=size) * 100, g.normal(size=size) * 100
+    b[::4] = a[::4]  # ties, so that eq is not all zeros
+    return a, b, g.normal(size=size) * 100
 
 
 def _party_args(op: str, size: int) -> list[tuple[Any, ...]]:
@@ -144,6 +159,7 @@ def _plain(op: str, size: int) -> Callable[[], Any]:
         "mul_ring": lambda: ia * ib,
         "mul_fixed": lambda: a * b,
         "lt": lambda: a < b,
+        "eq": lambda: a == b,
     }[op]
 
 
@@ -210,7 +226,7 @@ def test_results_are_correct() -> None:
     """The benchmarked bodies compute the right thing (checked once, small size)."""
     size = 1000
     a, b, _c = _data(size)
-    for op in ("mul_ring", "mul_fixed", "lt"):
+    for op in ("mul_ring", "mul_fixed", "lt", "eq"):
         args = _party_args(op, size)
         outs: list[Any] = []
 
@@ -227,7 +243,9 @@ def test_results_are_correct() -> None:
             )
         elif op == "mul_fixed":
             np.testing.assert_allclose(FX.decode(outs[0]), a * b, atol=0.01)
-        else:
+        elif op == "lt":
             np.testing.assert_array_equal(
                 outs[0], (FX.encode(a).view(np.int64) < FX.encode(b).view(np.int64))
             )
+        else:
+            np.testing.assert_array_equal(outs[0], FX.encode(a) == FX.encode(b))

@@ -225,6 +225,23 @@ class TrustedDealer:
         a, b, c = self._take(ctx, spec, lambda s: [s[0] & s[1]])
         return TripleShare(a, b, c)
 
+    async def and_fan_triples(self, ctx: PartyContext, shape: Shape, fan: int) -> TripleShare:
+        """AND triples sharing ``a``: ``b``, ``c`` of shape ``(fan, *shape)``, ``c[k] = a & b[k]``.
+
+        For ``fan`` gates with a common operand ``x`` (one opening of ``x ^ a`` serves them all;
+        see :func:`privcomp.protocols.primitives.and_fan`).
+        """
+        if fan < 1:
+            raise ConfigurationError(f"fan must be >= 1, got {fan}")
+        wide = (fan, *shape)
+        spec = _Spec(
+            f"and_fan{fan}",
+            (_Field(tuple(shape), xor=True), _Field(wide, xor=True)),
+            (_Field(wide, xor=True),),
+        )
+        a, b, c = self._take(ctx, spec, lambda s: [s[0][np.newaxis] & s[1]])
+        return TripleShare(a, b, c)
+
     async def trunc_pairs(self, ctx: PartyContext, shape: Shape, frac_bits: int) -> TruncPairShare:
         """Truncation pairs: uniform ``r`` with shared ``r_msb`` and ``(r mod 2^63) >> f``."""
         if not 0 < frac_bits < 62:

@@ -13,8 +13,11 @@ Cost notation: ``n`` parties, ``N`` elements; "bytes" counts payload per party p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from privcomp.backends.prg import AesCtrPrg, new_seed
 from privcomp.core.beaver import TripleShare, bit_from_xor_and_dabit
@@ -106,6 +109,44 @@ async def open_many_xor(ctx: PartyContext, shares: Sequence[RingArray]) -> list[
     batched opening as in CrypTen's ``reveal_batch`` (Knott et al., NeurIPS 2021).
     """
     return await _open(ctx, shares, xor=True)
+
+
+async def open_mixed(
+    ctx: PartyContext, add: Sequence[RingArray], xor: Sequence[RingArray]
+) -> tuple[list[RingArray], list[RingArray]]:
+    """Open additively shared and XOR-shared arrays together, in one round.
+
+    Protocol
+    --------
+    One buffer per peer holds the additive shares followed by the XOR shares; the received
+    buffers are summed (first part) and XOR-ed (second part).
+
+    Security
+    --------
+    As :func:`open_many` and :func:`open_many_xor`.
+
+    Cost
+    ----
+    1 round; ``8 * (sum of sizes)`` bytes to each peer.
+
+    References
+    ----------
+    Batched opening as in CrypTen's ``reveal_batch`` (Knott et al., NeurIPS 2021).
+    """
+    shares = [*add, *xor]
+    received = await ctx.exchange_ring(ctx.next_tag("open_mixed"), shares)
+    out: list[RingArray] = []
+    off = 0
+    for i, a in enumerate(shares):
+        op = np.add if i < len(add) else np.bitwise_xor
+        acc = np.empty(a.shape, dtype=np.uint64)
+        src = a
+        for peer in received.values():
+            op(src, peer[off : off + a.size].reshape(a.shape), out=acc)
+            src = acc
+        off += a.size
+        out.append(acc)
+    return out[: len(add)], out[len(add) :]
 
 
 async def reveal(ctx: PartyContext, share: RingArray) -> RingArray:
@@ -272,6 +313,134 @@ async def and_many(
     return _unpack(z, [x for x, _ in pairs])
 
 
+@runtime_checkable
+class FanAndSource(Protocol):
+    """A source that also deals AND triples whose ``a`` is shared by ``fan`` gates."""
+
+    async def and_fan_triples(self, ctx: PartyContext, shape: Shape, fan: int) -> TripleShare:
+        """``a`` of ``shape``; ``b``, ``c`` of ``(fan, *shape)`` with ``c[k] = a & b[k]``."""
+        ...
+
+
+#: Storage dtype of a field of each width (explicitly little-endian: the packed words are the
+#: same on every machine).
+FIELD_DTYPES: dict[int, str] = {32: "<u4", 16: "<u2", 8: "u1", 4: "u1", 2: "u1", 1: "u1"}
+
+
+def pack_fields(values: npt.NDArray[Any], width: int) -> RingArray:
+    """Pack ``width``-bit values (1, 2, 4, 8, 16 or 32) into ``uint64`` words, ``64 / width``
+    per word, zero-padded.
+
+    Linear over XOR (a fixed placement of bits), hence valid on XOR shares: the packed words of
+    the shares are shares of the packed words.
+    """
+    per_word = 64 // width
+    n = values.size
+    words = -(-n // per_word)
+    if width >= 8:
+        buf = np.zeros(words * per_word, dtype=FIELD_DTYPES[width])
+        buf[:n] = values.reshape(-1)
+        return np.asarray(buf.view("<u8"), dtype=np.uint64)
+    if width == 1:
+        packed = np.packbits(values.reshape(-1).astype(np.uint8), bitorder="little")
+    else:
+        per_byte = 8 // width
+        grid = np.zeros((words * 8, per_byte), dtype=np.uint8)
+        grid.reshape(-1)[:n] = values.reshape(-1)
+        packed = grid[:, 0].copy()
+        for j in range(1, per_byte):
+            packed |= grid[:, j] << np.uint8(width * j)
+    buf = np.zeros(words * 8, dtype=np.uint8)
+    buf[: packed.size] = packed
+    return np.asarray(buf.view("<u8"), dtype=np.uint64)
+
+
+def unpack_fields(words: RingArray, width: int, n: int) -> npt.NDArray[Any]:
+    """Inverse of :func:`pack_fields`: the first ``n`` fields, as ``FIELD_DTYPES[width]``."""
+    raw = np.ascontiguousarray(words, dtype="<u8")
+    if width >= 8:
+        return raw.view(FIELD_DTYPES[width])[:n]
+    data = raw.view(np.uint8)
+    if width == 1:
+        return np.unpackbits(data, bitorder="little")[:n]
+    per_byte = 8 // width
+    out = np.empty((data.size, per_byte), dtype=np.uint8)
+    low = np.uint8((1 << width) - 1)
+    for j in range(per_byte):
+        np.right_shift(data, np.uint8(width * j), out=out[:, j])
+        out[:, j] &= low
+    return out.reshape(-1)[:n]
+
+
+@dataclass(slots=True)
+class AndBatch:
+    """AND gates ``x & y_k`` prepared for opening (see :func:`and_begin`)."""
+
+    triple: TripleShare
+    opens: list[RingArray]
+    fan: int
+    shared: bool
+
+
+async def and_begin(ctx: PartyContext, x: RingArray, ys: Sequence[RingArray]) -> AndBatch:
+    """Take triples for the gates ``x & y_k`` (flat word arrays) and mask the inputs.
+
+    If the source deals fan triples (:class:`FanAndSource`), the gates share one mask of ``x``
+    and ``len(ys) + 1`` arrays are opened instead of ``2 * len(ys)``; otherwise every gate takes
+    its own triple. Open :attr:`AndBatch.opens` with XOR, then call :func:`and_finish`.
+    """
+    fan = len(ys)
+    src = ctx.triples
+    if isinstance(src, FanAndSource) and fan > 1:
+        t = await src.and_fan_triples(ctx, x.shape, fan)
+        opens = [x ^ t.a, *(y ^ t.b[k] for k, y in enumerate(ys))]
+        return AndBatch(t, opens, fan, shared=True)
+    t = await ctx.triples.and_triples(ctx, (fan * x.size,))
+    xs = np.tile(x.reshape(-1), fan)
+    xs ^= t.a
+    return AndBatch(t, [xs, _pack_xor(ys, t.b)], fan, shared=False)
+
+
+def and_finish(ctx: PartyContext, batch: AndBatch, opened: Sequence[RingArray]) -> list[RingArray]:
+    """XOR shares of ``x & y_k`` from the opened masks of :func:`and_begin`."""
+    t, fan = batch.triple, batch.fan
+    if not batch.shared:
+        d, e = opened
+        z = _and_combine(d, e, t, ctx.party_id)
+        return list(z.reshape(fan, -1))
+    d, es = opened[0], opened[1:]
+    out = []
+    for k, e in enumerate(es):
+        out.append(_and_combine(d, e, TripleShare(t.a, t.b[k], t.c[k]), ctx.party_id))
+    return out
+
+
+async def and_fan(ctx: PartyContext, x: RingArray, ys: Sequence[RingArray]) -> list[RingArray]:
+    """XOR shares of ``x & y`` for every ``y`` in ``ys`` (flat word arrays), in one round.
+
+    Protocol
+    --------
+    Beaver AND gates (:func:`and_many`); with a :class:`FanAndSource` the gates share the
+    mask ``a`` of their common operand ``x``: open ``x ^ a`` once and ``y_k ^ b_k`` per gate.
+
+    Security
+    --------
+    Semi-honest; every opened word is one-time-padded by a uniform word. Reusing ``a`` across
+    gates with the same ``x`` opens ``x ^ a`` once, which is exactly what one gate opens.
+
+    Cost
+    ----
+    1 round; ``8 * (k + 1) * N`` bytes to each peer with fan triples, ``16 * k * N`` without.
+
+    References
+    ----------
+    Beaver, CRYPTO 1991; one mask reused across the products of a common operand, as in the
+    matrix triples of Mohassel and Zhang, "SecureML", IEEE S&P 2017.
+    """
+    batch = await and_begin(ctx, x, ys)
+    return and_finish(ctx, batch, await open_many_xor(ctx, batch.opens))
+
+
 def and_public(x: RingArray, c: RingArray) -> RingArray:
     """XOR share of ``x & c`` for a public word ``c`` (local)."""
     return x & c
@@ -287,7 +456,7 @@ async def b2a_bit(ctx: PartyContext, t: RingArray) -> RingArray:
 
     Protocol
     --------
-    1. Take a daBit ``s`` (shared both ways); open ``v = (t ^ s) & 1``.
+    1. Take a daBit ``s`` (shared both ways); open ``v = (t ^ s) & 1``, packed 64 per word.
     2. ``[t] = v + [s] - 2 v [s]`` (linear because ``v`` is public).
 
     Security
@@ -297,7 +466,7 @@ async def b2a_bit(ctx: PartyContext, t: RingArray) -> RingArray:
 
     Cost
     ----
-    1 round; ``8 * N`` bytes to each peer.
+    1 round; ``8 * ceil(N / 64)`` bytes to each peer.
 
     References
     ----------
@@ -305,18 +474,28 @@ async def b2a_bit(ctx: PartyContext, t: RingArray) -> RingArray:
     """
     s = await ctx.triples.dabits(ctx, t.shape)
     v = (t ^ s.b_xor) & _ONE
-    (v_open,) = await open_many_xor(ctx, [v])
-    return bit_from_xor_and_dabit(v_open, s, ctx.party_id)
+    (v_open,) = await open_many_xor(ctx, [pack_fields(v, 1)])  # only bit 0 travels
+    v = unpack_fields(v_open, 1, t.size).astype(np.uint64).reshape(t.shape)
+    return bit_from_xor_and_dabit(v, s, ctx.party_id)
 
 
 __all__ = [
+    "FIELD_DTYPES",
+    "AndBatch",
+    "FanAndSource",
+    "and_begin",
+    "and_fan",
+    "and_finish",
     "and_many",
     "and_public",
     "b2a_bit",
     "input_arrays",
     "open_many",
     "open_many_xor",
+    "open_mixed",
+    "pack_fields",
     "reveal",
     "reveal_to",
+    "unpack_fields",
     "xor_public",
 ]

@@ -7,6 +7,8 @@ other parties is an explicit ``await`` — ``await x.mul(y)``, ``await x.lt(y)``
 
 A ``SecretArray`` never turns into a plain array by accident: numpy ufuncs and ``np.asarray``
 refuse it (``TypeError: call .reveal()``), and its ``repr`` shows the shape and the party only.
+Comparison operators (``<``, ``==``, ``!=``, ...) raise ``TypeError`` pointing to the awaited
+method (``await x.lt(y)``, ``await x.eq(y)``) instead of answering by identity; it is unhashable.
 """
 
 from __future__ import annotations
@@ -114,6 +116,16 @@ class SecretArray:
         raise TypeError("comparisons communicate: use `await x.lt(y)`")
 
     __le__ = __gt__ = __ge__ = __lt__
+
+    def __eq__(self, other: object) -> bool:
+        # Python identity (the default) would silently answer a different question.
+        raise TypeError("equality tests communicate: use `await x.eq(y)`")
+
+    def __ne__(self, other: object) -> bool:
+        raise TypeError("equality tests communicate: use `await x.eq(y)` (and `1 - result`)")
+
+    # Mutable share, value semantics refused: not hashable (no set/dict keys by identity).
+    __hash__ = None  # type: ignore[assignment]
 
     # -- shape ops (local) -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -260,41 +272,41 @@ class SecretArray:
         return self._new(z, self._fixed or other._fixed)
 
     async def lt(self, other: SecretArray | npt.ArrayLike) -> SecretArray:
-        """``[self < other]`` as an integer 0/1 SecretArray (8 rounds)."""
+        """``[self < other]`` as an integer 0/1 SecretArray (7 rounds)."""
         a, b, _ = self._align(other)
         a, b = self._broadcast(a, b)
         return self._new(await cmp.lt(self._ctx, a, b), False)
 
     async def gt(self, other: SecretArray | npt.ArrayLike) -> SecretArray:
-        """``[self > other]`` (8 rounds)."""
+        """``[self > other]`` (7 rounds)."""
         a, b, _ = self._align(other)
         a, b = self._broadcast(a, b)
         return self._new(await cmp.lt(self._ctx, b, a), False)
 
     async def eq(self, other: SecretArray | npt.ArrayLike) -> SecretArray:
-        """``[self == other]`` as an integer 0/1 SecretArray (8 rounds)."""
+        """``[self == other]`` as an integer 0/1 SecretArray (7 rounds)."""
         a, b, _ = self._align(other)
         a, b = self._broadcast(a, b)
         return self._new(await cmp.eq(self._ctx, a, b), False)
 
     async def maximum(self, other: SecretArray | npt.ArrayLike) -> SecretArray:
-        """Elementwise maximum (9 rounds)."""
+        """Elementwise maximum (8 rounds)."""
         a, b, fixed = self._align(other)
         a, b = self._broadcast(a, b)
         return self._new(await cmp.maximum(self._ctx, a, b), fixed)
 
     async def minimum(self, other: SecretArray | npt.ArrayLike) -> SecretArray:
-        """Elementwise minimum (9 rounds)."""
+        """Elementwise minimum (8 rounds)."""
         a, b, fixed = self._align(other)
         a, b = self._broadcast(a, b)
         return self._new(await cmp.minimum(self._ctx, a, b), fixed)
 
     async def relu(self) -> SecretArray:
-        """Elementwise ``max(x, 0)`` (9 rounds)."""
+        """Elementwise ``max(x, 0)`` (8 rounds)."""
         return self._new(await cmp.relu(self._ctx, self._share), self._fixed)
 
     async def sign(self) -> SecretArray:
-        """Elementwise sign in {-1, 0, 1} as integers (8 rounds)."""
+        """Elementwise sign in {-1, 0, 1} as integers (7 rounds)."""
         return self._new(await cmp.sign(self._ctx, self._share), False)
 
     async def reveal(self) -> npt.NDArray[Any]:

@@ -81,8 +81,16 @@ async def test_all_kinds_reconstruct(n: int) -> None:
     assert set(np.unique(bit).tolist()) == {0, 1}
     np.testing.assert_array_equal(_add([d.b for d in das]), bit)
 
-    assert dealer.stats.requests == 6
-    assert dealer.stats.bytes_dealt[0] == 6 * 16  # seed-compressed parties get 16 bytes/request
+    fans = [await dealer.and_fan_triples(c, shape, 2) for c in ctxs]
+    a, b, c = (_xor([getattr(t, f) for t in fans]) for f in "abc")
+    assert a.shape == shape
+    assert b.shape == c.shape == (2, *shape)
+    np.testing.assert_array_equal(a & b[0], c[0])
+    np.testing.assert_array_equal(a & b[1], c[1])
+    assert not np.array_equal(b[0], b[1])
+
+    assert dealer.stats.requests == 7
+    assert dealer.stats.bytes_dealt[0] == 7 * 16  # seed-compressed parties get 16 bytes/request
 
 
 async def test_material_is_fresh_and_parties_may_interleave() -> None:

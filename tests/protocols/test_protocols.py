@@ -195,3 +195,102 @@ async def test_secure_sum_and_ring_level_functions(n: int, net: dict[str, Any]) 
     np.testing.assert_array_equal(z, 5 - ints[0])
     assert int(s1) == int(ints[1].sum())
     np.testing.assert_array_equal(bits.view(np.int64), (ints[0] < ints[1]).astype(np.int64))
+
+
+class _NoFanSource:
+    """Delegates the TripleSource protocol only: no fan triples, so AND gates never share masks
+    (the path the Paillier source takes)."""
+
+    name = "dealer-without-fan"
+
+    def __init__(self, n: int) -> None:
+        from privcomp.protocols.dealer import TrustedDealer
+
+        d = TrustedDealer(n, rng=InsecureSeededRandom(n))
+        self.mul_triples, self.matmul_triples = d.mul_triples, d.matmul_triples
+        self.and_triples, self.trunc_pairs = d.and_triples, d.trunc_pairs
+        self.edabits, self.dabits = d.edabits, d.dabits
+
+
+SOURCES = [pytest.param("dealer", id="fan"), pytest.param(_NoFanSource, id="nofan")]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("shape", [(0,), (), (1,), (63,), (65,), (3, 43)], ids=str)
+async def test_ring_comparisons_all_sizes(shape: tuple[int, ...], source: Any) -> None:
+    """Packing pads to 2, 4, ..., 64 lanes: sizes around the lane counts, 0-d and 2-D arrays,
+    ties, extremes and both AND-gate paths agree with numpy."""
+    from privcomp.protocols.primitives import FanAndSource
+
+    g = np.random.default_rng(sum(shape) + 3)
+    big = 2**62 - 1
+    x = g.integers(-big, big, size=shape, dtype=np.int64)
+    y = g.integers(-big, big, size=shape, dtype=np.int64)
+    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+    flat_y[::4] = flat_x[::4]  # ties
+    flat_y[1::7] = flat_x[1::7] + 1  # neighbours
+    flat_x[2::9] = 0
+
+    async def program(ctx: PartyContext, v: np.ndarray) -> Any:
+        (sx, _), (sy, _) = (await primitives.input_arrays(ctx, v.view(np.uint64)))[:2]
+        assert isinstance(ctx.triples, FanAndSource) == (source == "dealer")
+        res = [
+            await comparison.lt(ctx, sx, sy),
+            await comparison.eq(ctx, sx, sy),
+            await comparison.msb(ctx, sx),
+        ]
+        return [(await primitives.reveal(ctx, r)).view(np.int64) for r in res]
+
+    outs = await simulate_async(program, [x, y, np.zeros(shape, np.int64)], triples=source)
+    lt, eq, msb = _same_everywhere(outs)
+    assert lt.shape == eq.shape == msb.shape == shape
+    np.testing.assert_array_equal(lt, (x < y).astype(np.int64))
+    np.testing.assert_array_equal(eq, (x == y).astype(np.int64))
+    np.testing.assert_array_equal(msb, (x < 0).astype(np.int64))
+
+
+@pytest.mark.parametrize(("source", "lt_bytes"), [("dealer", 27.625), (_NoFanSource, 31.375)])
+async def test_comparison_traffic_matches_docstrings(source: Any, lt_bytes: float) -> None:
+    n, header = 6400, 14  # a multiple of 64 lanes; one codec header per message
+
+    async def program(ctx: PartyContext, v: np.ndarray) -> Any:
+        (sx, _), (sy, _) = (await primitives.input_arrays(ctx, v))[:2]
+        sent, peer = ctx.transport.stats.per_peer_bytes_sent, ctx.peers[0]
+        b0 = sent[peer]
+        await comparison.lt(ctx, sx, sy)
+        b1 = sent[peer]
+        await comparison.eq(ctx, sx, sy)
+        return b1 - b0, sent[peer] - b1
+
+    v = np.arange(n, dtype=np.uint64)
+    lt_sent, eq_sent = (await simulate_async(program, [v, v, v], triples=source))[0]
+    assert lt_sent == lt_bytes * n + 7 * header
+    assert eq_sent == 23.875 * n + 7 * header
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 16, 32])
+def test_pack_fields_roundtrip_and_xor_linearity(width: int) -> None:
+    g = np.random.default_rng(width)
+    dtype = primitives.FIELD_DTYPES[width]
+    for n in (0, 1, 64 // width - 1, 64 // width, 8 * 64 // width + 3):
+        vals = g.integers(0, 2**width, size=n).astype(dtype)
+        other = g.integers(0, 2**width, size=n).astype(dtype)
+        packed = primitives.pack_fields(vals, width)
+        assert packed.dtype == np.uint64
+        assert packed.size == -(-n // (64 // width))  # 64 / width fields per word
+        np.testing.assert_array_equal(primitives.unpack_fields(packed, width, n), vals)
+        both = primitives.pack_fields(vals ^ other, width)
+        np.testing.assert_array_equal(both, packed ^ primitives.pack_fields(other, width))
+
+
+def test_bit_reverse_index_permutation() -> None:
+    words = np.array([1 << i for i in range(64)], dtype=np.uint64)
+    moved = comparison._bit_reverse_index(words)
+    for i in range(64):
+        rev = int(f"{i:06b}"[::-1], 2)
+        assert int(moved[i]) == 1 << rev
+    g = np.random.default_rng(3)
+    w = g.integers(0, 2**64, size=100, dtype=np.uint64)
+    np.testing.assert_array_equal(
+        comparison._bit_reverse_index(comparison._bit_reverse_index(w)), w
+    )

@@ -26,12 +26,13 @@ CASES: list[tuple[str, Any, int]] = [
     ("mul_public_int", lambda a, b: a.mul(3), 0),
     ("matmul", lambda a, b: a.reshape(2, 4).matmul(b.reshape(4, 2)), 2),
     ("dot", lambda a, b: a.dot(b), 2),
-    ("lt", lambda a, b: a.lt(b), 8),
-    ("eq", lambda a, b: a.eq(b), 8),
-    ("maximum", lambda a, b: a.maximum(b), 9),
-    ("minimum", lambda a, b: a.minimum(b), 9),
-    ("relu", lambda a, b: a.relu(), 9),
-    ("sign", lambda a, b: a.sign(), 8),
+    ("lt", lambda a, b: a.lt(b), 7),
+    ("gt", lambda a, b: a.gt(b), 7),
+    ("eq", lambda a, b: a.eq(b), 7),
+    ("maximum", lambda a, b: a.maximum(b), 8),
+    ("minimum", lambda a, b: a.minimum(b), 8),
+    ("relu", lambda a, b: a.relu(), 8),
+    ("sign", lambda a, b: a.sign(), 7),
 ]
 
 
@@ -167,7 +168,15 @@ def cmp_dealer(n: int) -> Any:
 
 
 def test_module_docs_state_rounds() -> None:
-    for fn, rounds in [(cmp.msb, "8 rounds"), (cmp.maximum, "9 rounds"), (cmp.eq, "8 rounds")]:
+    for fn, rounds in [
+        (cmp.msb, "7 rounds"),
+        (cmp.lt, "7 rounds"),
+        (cmp.eq, "7 rounds"),
+        (cmp.maximum, "8 rounds"),
+        (cmp.minimum, "8 rounds"),
+        (cmp.relu, "8 rounds"),
+        (cmp.sign, "7 rounds"),
+    ]:
         assert rounds in (fn.__doc__ or "")
     assert "1 round" in (SecretArray.reveal.__doc__ or "")
 

@@ -123,3 +123,24 @@ async def test_real_data_mul_dot_matmul_lt_max(n: int) -> None:
     np.testing.assert_allclose(gram, x_mat.T @ x_mat, rtol=0, atol=1e-3)
     np.testing.assert_array_equal(lt, (a < b).astype(np.int64))
     np.testing.assert_array_equal(mx, np.maximum(a, b))
+
+
+def test_equality_operators_refuse_and_point_to_eq() -> None:
+    x = _one_party_array(np.array([1.0, 2.0]))
+    y = _one_party_array(np.array([1.0, 2.0]))
+    for attempt in (
+        lambda: x == y,
+        lambda: x != y,
+        lambda: x == x,  # identity would say True; a secret comparison must be awaited
+        lambda: x == 1.0,
+        lambda: 1.0 == x,  # noqa: SIM300 (the reflected form is the point)
+        lambda: np.ones(2) == x,  # __array_ufunc__ = None: numpy defers to __eq__
+        lambda: x != np.ones(2),
+    ):
+        with pytest.raises(TypeError, match=r"await x\.eq\(y\)"):
+            attempt()
+    assert SecretArray.__hash__ is None
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(x)
+    with pytest.raises(TypeError):
+        _ = {x}
