@@ -137,6 +137,25 @@ def _to_ints(arr: RingArray) -> list[int]:
     return [int(v) for v in np.asarray(arr, dtype=np.uint64).ravel()]
 
 
+def _check_operand(
+    arr: RingArray | None, expected: tuple[int, ...], bits: int, name: str
+) -> RingArray:
+    """Return ``arr`` as uint64 after checking its shape and its bit bound.
+
+    The slot width and the mask range are derived from ``shape.product_bits()``; an operand
+    above its declared bound would overflow its slot (a silently wrong share) and make the mask
+    too short to hide the product, so it is refused before anything is encrypted or sent.
+    """
+    if arr is None:
+        raise ProtocolError(f"OLE {name} operand is missing")
+    values = np.asarray(arr, dtype=np.uint64)
+    if values.shape != expected:
+        raise ProtocolError(f"OLE {name} operand has shape {values.shape}, expected {expected}")
+    if bits < _WORD_BITS and values.size and int(values.max()) >> bits:
+        raise ProtocolError(f"OLE {name} operand exceeds its declared {bits}-bit bound")
+    return values
+
+
 def _sender_plaintexts(x: RingArray, shape: OleShape, width: int, per_ct: int) -> list[int]:
     """Plaintexts the sender encrypts.
 
@@ -351,8 +370,7 @@ async def ole_cross_products(
     if not send_to and not recv_from:
         return total
     if send_to:
-        if x is None:
-            raise ProtocolError("OLE sender needs its operand x")
+        x = _check_operand(x, shape.x_shape, shape.x_bits, "sender's x")
         pk = keys.public_key
         width, per_ct = slot_layout(shape, pk.bits, sigma)
         plain = _sender_plaintexts(x, shape, width, per_ct)
@@ -365,8 +383,7 @@ async def ole_cross_products(
         await asyncio.gather(*(ctx.transport.send(j, tag_enc, payload) for j in send_to))
     jobs = []
     if recv_from:
-        if y is None:
-            raise ProtocolError("OLE receiver needs its operand y")
+        y = _check_operand(y, shape.y_shape, shape.y_bits, "receiver's y")
         jobs += [_answer(ctx, keys, i, y, shape, (tag_enc, tag_rep), sigma) for i in recv_from]
     jobs += [_collect(ctx, keys, j, shape, tag_rep, sigma) for j in send_to]
     for part in await asyncio.gather(*jobs):

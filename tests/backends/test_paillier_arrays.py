@@ -245,3 +245,13 @@ def test_real_data_diabetes_column_sums(keys: Keys) -> None:
     w = np.linspace(-1, 1, X.shape[0])
     dot = sk.decrypt((enc[:, 0] * w).sum())
     np.testing.assert_allclose(dot, w @ X[:, 0], atol=1e-6, rtol=0)
+
+
+def test_huge_floats_encode_exactly_without_warning(keys: Keys) -> None:
+    """Regression: 1e308 at the default exponent overflowed ``ldexp`` in the fast path and
+    emitted a RuntimeWarning (an error under ``-W error``) before the exact path took over."""
+    pk, sk = keys
+    x = np.array([1e308, -2.5, -1.7e308, 0.0])
+    got = sk.decrypt(pk.encrypt(x))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, x)  # tolerance 0: all four are multiples of 2^-32

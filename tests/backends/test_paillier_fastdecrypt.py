@@ -102,3 +102,20 @@ def test_property_small_decryption_equals_plain(keys: Keys, ms: list[int]) -> No
     expected = [m % pk.n for m in ms]
     cs = _enc_signed(pk, ms)
     assert sk.raw_decrypt(cs, small=True, workers=1) == expected
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_crafted_out_of_range_group_is_refused(keys: Keys, seed: int) -> None:
+    """Regression: with the check value packed above the slots, this group passed for EVERY
+    choice of the secret weights and decrypted slots 0 and 1 to weight-dependent garbage."""
+    pk, sk = keys
+    n, k = pk.n, group_size(pk.bits)
+    c_inv = pow(1 << (64 * k), -1, n)
+    d = [5, 2**62] + [2**63 + i for i in range(2, k)]
+    u = [(d[0] - (1 << 64) * c_inv) % n, (d[1] + c_inv) % n, *d[2:]]
+    ms = [(x - 2**63) % n for x in u] + [m % n for m in range(-10, 10)]
+    cs = pk.validate_ciphertexts(pk.raw_encrypt(ms))
+    fast = decrypt_small(sk, cs, rng=InsecureSeededRandom(seed), workers=1)
+    assert fast[:k] == [None] * k
+    assert fast[k:] == list(range(-10, 10))
+    assert sk.raw_decrypt(cs, small=True, workers=1) == ms

@@ -157,3 +157,35 @@ def test_property_packed_sums_match_numpy(
         acc = acc + ex
     assert np.array_equal(sk.decrypt_packed(acc), copies * x)
     assert int(sk.decrypt_packed(acc.sum())) == copies * int(x.sum())
+
+
+@pytest.mark.parametrize("where", ["slot", "padding", "above_slots"])
+def test_corrupted_packed_plaintext_is_refused(keys: Keys, where: str) -> None:
+    """Regression: a packed ciphertext whose slot exceeds what its term count allows (e.g. a
+    peer's malformed reply) decoded silently to a wrong value; now decryption refuses it."""
+    pk, sk = keys
+    ex = pk.encrypt_packed(np.arange(5), slot_bits=32, max_additions=3)
+    lay = ex.layout
+    good = lay.pack(np.arange(5), "v")[0]
+    bad = {
+        "slot": good + (3 << lay.value_bits),  # slot 0 beyond one term's range, no carry
+        "padding": good + (1 << (lay.slot_bits * 7)),  # a nonzero slot past the length
+        "above_slots": good + (1 << (lay.slot_bits * lay.slots)),
+    }[where]
+    forged = paillier.PackedEncryptedArray(pk, pk.raw_encrypt([bad]), lay, 5)
+    with pytest.raises(EncodingOverflowError):
+        sk.decrypt_packed(forged)
+    assert np.array_equal(sk.decrypt_packed(ex), np.arange(5))
+
+
+def test_corrupted_folded_total_is_refused(keys: Keys) -> None:
+    pk, sk = keys
+    ex = pk.encrypt_packed(np.arange(5), slot_bits=32, max_additions=8)
+    lay = ex.layout
+    total = ex.sum()
+    assert sk.decrypt_packed(total) == 10
+    bad = paillier.PackedEncryptedArray(
+        pk, pk.raw_encrypt([(1 << lay.slot_bits) - 2]), lay, 1, terms=5, folded=True
+    )
+    with pytest.raises(EncodingOverflowError):
+        sk.decrypt_packed(bad)

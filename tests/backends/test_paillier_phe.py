@@ -88,3 +88,20 @@ def test_missing_phe_is_a_typed_error(keys: Keys, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "phe", None)  # makes "import phe" raise ImportError
     with pytest.raises(BackendUnavailableError, match=r"pip install privcomp\[phe\]"):
         pk.to_phe()
+
+
+def test_phe_exponents_too_far_apart_are_refused(keys: Keys) -> None:
+    """Regression: aligning 1e300 (phe exponent ~ +235) with 1e-300 (~ -262) multiplied the
+    first plaintext by 16^497, which wrapped modulo n and decrypted to a silently wrong value."""
+    from privcomp.errors import ConfigurationError
+
+    pk, sk = keys
+    ppk = pk.to_phe()
+    far = [ppk.encrypt(1e300), ppk.encrypt(1e-300)]
+    assert far[0].exponent - far[1].exponent > 400
+    with pytest.raises(ConfigurationError, match="exponent decrease"):
+        paillier.EncryptedArray.from_phe(far, pk)
+    near = [ppk.encrypt(1e30), ppk.encrypt(1e-30)]  # 16^~40 stays far inside the modulus
+    np.testing.assert_array_equal(
+        sk.decrypt(paillier.EncryptedArray.from_phe(near, pk)), np.array([1e30, 1e-30])
+    )

@@ -428,3 +428,53 @@ def test_refuses_short_keys_and_weak_sigma() -> None:
         PaillierTripleSource(sigma=20)
     with pytest.raises(InsecureParameterError):
         PaillierTripleSource(1024, min_key_bits=1024)
+
+
+def _direct_ole(
+    keypairs: dict[int, Any], shape: OleShape, x: np.ndarray, y: np.ndarray
+) -> list[np.ndarray]:
+    """Party 0 sends ``x``, party 1 answers with ``y``; return both shares of ``x o y``."""
+    from privcomp.protocols.ole import OleKeys, ole_cross_products
+
+    def body(c: PartyContext) -> Awaitable[np.ndarray]:
+        me, other = c.party_id, 1 - c.party_id
+        keys = OleKeys(keypairs[me][0], keypairs[me][1], {other: keypairs[other][0]})
+        return ole_cross_products(
+            c,
+            keys,
+            shape,
+            x=x if me == 0 else None,
+            y=y if me == 1 else None,
+            send_to=[1] if me == 0 else [],
+            recv_from=[0] if me == 1 else [],
+        )
+
+    return run(2, keypairs, body)[0]
+
+
+def test_direct_ole_matches_plaintext(keypairs: dict[int, Any]) -> None:
+    x = np.array([0, 1, 1, 0, 1], dtype=np.uint64)
+    y = np.array([1, 1, 0, 0, 1], dtype=np.uint64)
+    shares = _direct_ole(keypairs, OleShape((5,), (5,), x_bits=1, y_bits=1), x, y)
+    assert np.array_equal(total(shares), x * y)
+
+
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_operand_above_declared_bits_is_refused(keypairs: dict[int, Any], side: str) -> None:
+    """Regression: a 1-bit OLE fed the value 2 returned a silently wrong share (the receiver's
+    selection treated 2 as 1; a large sender value overflowed its slot and its mask bound)."""
+    from privcomp.errors import ProtocolError
+
+    ok = np.array([1, 0, 1], dtype=np.uint64)
+    bad = np.array([1, 2, 1], dtype=np.uint64)
+    x, y = (bad, ok) if side == "x" else (ok, bad)
+    with pytest.raises(ProtocolError, match="bound"):
+        _direct_ole(keypairs, OleShape((3,), (3,), x_bits=1, y_bits=1), x, y)
+
+
+def test_operand_with_wrong_shape_is_refused(keypairs: dict[int, Any]) -> None:
+    from privcomp.errors import ProtocolError
+
+    x = np.ones(4, dtype=np.uint64)
+    with pytest.raises(ProtocolError, match="shape"):
+        _direct_ole(keypairs, OleShape((3,), (3,)), x, np.ones(3, dtype=np.uint64))

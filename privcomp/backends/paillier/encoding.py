@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from privcomp.errors import EncodingError, EncodingOverflowError
+from privcomp.errors import ConfigurationError, EncodingError, EncodingOverflowError
 
 #: Base of the exponent, as in ``phe.EncodedNumber.BASE``.
 BASE = 16
@@ -28,6 +28,8 @@ BASE = 16
 LOG2_BASE = 4
 #: Default exponent of float arrays: ``16**-8 = 2**-32`` absolute precision.
 DEFAULT_FLOAT_EXPONENT = -8
+#: Mantissa bits that an exponent alignment must keep exact (see :func:`alignment_factor`).
+ALIGN_MANTISSA_BITS = 64
 # float64 mantissas below 2**62 convert exactly to int64, which keeps the fast path exact.
 _FAST_LIMIT = float(2**62)
 
@@ -35,6 +37,25 @@ _FAST_LIMIT = float(2**62)
 def max_int_for(n: int) -> int:
     """Return the largest mantissa magnitude accepted for modulus ``n`` (phe's ``max_int``)."""
     return n // 3 - 1
+
+
+def alignment_factor(decrease: int, max_int: int) -> int:
+    """Return ``16^decrease``, the plaintext factor that lowers an exponent by ``decrease``.
+
+    The mantissas are encrypted, so the factor must leave room for any realistic one: it is
+    refused unless every mantissa below ``2^ALIGN_MANTISSA_BITS`` (all float encodings, whose
+    mantissas have at most 57 bits, and int64 values) still fits ``max_int`` after scaling.
+    Beyond that, the product could wrap modulo ``n`` into a silently wrong value.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``16^decrease * 2^ALIGN_MANTISSA_BITS`` exceeds ``max_int``.
+    """
+    factor: int = BASE**decrease
+    if factor > max_int >> ALIGN_MANTISSA_BITS:
+        raise ConfigurationError("exponent decrease too large for the modulus")
+    return factor
 
 
 def exponent_for_precision(precision: float) -> int:
@@ -93,7 +114,9 @@ def mantissas(arr: npt.NDArray[Any], exponent: int) -> list[int]:
         if not np.all(np.isfinite(flat)):
             raise EncodingError("cannot encode NaN or infinity")
         # ldexp by a multiple of 4 is exact, and rint rounds half to even like phe's round().
-        scaled = np.rint(np.ldexp(flat, -LOG2_BASE * exponent))
+        # A huge value scales to inf (no warning: the exact slow path below handles it).
+        with np.errstate(over="ignore"):
+            scaled = np.rint(np.ldexp(flat, -LOG2_BASE * exponent))
         if scaled.size == 0 or float(np.max(np.abs(scaled))) < _FAST_LIMIT:
             return [int(v) for v in scaled.astype(np.int64).tolist()]
         return _mantissas_slow(flat, exponent)

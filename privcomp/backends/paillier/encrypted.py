@@ -130,9 +130,7 @@ class EncryptedArray:
             raise ConfigurationError("the exponent can only be decreased without the private key")
         if new_exponent == self.exponent:
             return self
-        factor = encoding.BASE ** (self.exponent - new_exponent)
-        if factor > self.public_key.max_int:
-            raise ConfigurationError("exponent decrease too large for the modulus")
+        factor = encoding.alignment_factor(self.exponent - new_exponent, self.public_key.max_int)
         n2 = self.public_key._nsquare
         cts = [gmpy2.powmod(c, factor, n2) for c in self._cts]
         return EncryptedArray(self.public_key, cts, self.shape, new_exponent)
@@ -245,13 +243,9 @@ class EncryptedArray:
             On a key mismatch or a ciphertext outside ``Z*_{n^2}``.
         """
         view = memoryview(bytes(data))
-        if len(view) < _EA_HEADER.size:
-            raise CodecError("truncated encrypted array")
-        magic, version, exponent, tag, ndim = _EA_HEADER.unpack(view[: _EA_HEADER.size])
-        if magic != _EA_MAGIC:
-            raise CodecError("not a privcomp encrypted array (bad magic)")
-        if version != _EA_VERSION:
-            raise CodecError(f"unsupported encrypted array version {version}")
+        _, _, exponent, tag, ndim = wire.read_header(
+            view, _EA_HEADER, _EA_MAGIC, _EA_VERSION, "encrypted array"
+        )
         wire.check_key(tag, public_key)
         pos = _EA_HEADER.size
         if len(view) < pos + 8 * ndim + 12:

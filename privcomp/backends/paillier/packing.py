@@ -108,14 +108,28 @@ class SlotLayout:
         """Return the ``length`` signed slot mantissas of packed plaintexts."""
         width = self.slot_bits // 8
         shift = terms * self.offset
+        top = terms * ((1 << self.value_bits) - 1)  # largest sum of ``terms`` slot values
         out: list[int] = []
         for p in plaintexts:
+            if int(p) >> (self.slots * self.slot_bits):
+                raise EncodingOverflowError("a packed plaintext exceeds its slots", bound=None)
             raw = int(p).to_bytes(self.slots * width, "little")
-            out.extend(
-                int.from_bytes(raw[i * width : (i + 1) * width], "little") - shift
+            slots = [
+                int.from_bytes(raw[i * width : (i + 1) * width], "little")
                 for i in range(self.slots)
-            )
-        return out[:length]
+            ]
+            out.extend(slots)
+        if any(v > top for v in out[:length]) or any(out[length:]):
+            # Impossible for sums of this array's encryptions: refuse rather than mis-decode.
+            raise EncodingOverflowError("a packed slot exceeds its term bound", bound=None)
+        return [v - shift for v in out[:length]]
+
+    def unpack_total(self, plaintext: int, terms: int) -> int:
+        """Return the signed mantissa of a folded total (step 3) holding ``terms`` terms."""
+        total = int(plaintext) % ((1 << self.slot_bits) - 1)
+        if total > terms * ((1 << self.value_bits) - 1):
+            raise EncodingOverflowError("a packed total exceeds its term bound", bound=None)
+        return total - terms * self.offset
 
 
 class PackedEncryptedArray:
@@ -270,16 +284,8 @@ class PackedEncryptedArray:
     def from_bytes(cls, data: bytes, public_key: PublicKey) -> PackedEncryptedArray:
         """Parse :meth:`to_bytes` output, validating layout and every ciphertext."""
         view = memoryview(bytes(data))
-        if len(view) < _PA_HEADER.size:
-            raise CodecError("truncated packed array")
-        fields = _PA_HEADER.unpack(view[: _PA_HEADER.size])
-        magic, version, tag, exponent, slot_bits, folded, max_add, terms, length, count, width = (
-            fields
-        )
-        if magic != _PA_MAGIC:
-            raise CodecError("not a privcomp packed array (bad magic)")
-        if version != _PA_VERSION:
-            raise CodecError(f"unsupported packed array version {version}")
+        fields = wire.read_header(view, _PA_HEADER, _PA_MAGIC, _PA_VERSION, "packed array")
+        _, _, tag, exponent, slot_bits, folded, max_add, terms, length, count, width = fields
         wire.check_key(tag, public_key)
         layout = SlotLayout.create(public_key.bits, slot_bits, max_add, exponent)
         cts = wire.unpack_ciphertexts(view[_PA_HEADER.size :], count, width, public_key)
@@ -329,7 +335,6 @@ def decrypt_packed(
     lay = packed.layout
     pts = private_key.raw_decrypt(packed._cts, workers=workers)
     if packed.folded:
-        total = pts[0] % ((1 << lay.slot_bits) - 1) - packed.terms * lay.offset
-        return encoding.decode([total], lay.exponent, ())
+        return encoding.decode([lay.unpack_total(pts[0], packed.terms)], lay.exponent, ())
     mants = lay.unpack(pts, packed.length, packed.terms)
     return encoding.decode(mants, lay.exponent, (packed.length,))

@@ -34,6 +34,7 @@ import gmpy2
 from privcomp.errors import ConfigurationError, ParallelWorkerError
 
 Compute = Callable[[int, int], list[gmpy2.mpz]]
+BytesCompute = Callable[[int, int], bytes]
 
 
 def available_cores() -> int:
@@ -68,15 +69,79 @@ def _bounds(count: int, workers: int) -> list[int]:
     return out
 
 
-def _child(compute: Compute, start: int, stop: int, buf: mmap.mmap, width: int) -> int:
-    results = compute(start, stop)
-    if len(results) != stop - start:
+#: Exit status of a worker whose ``compute`` raised :class:`ValueError` (rejected input).
+_REJECTED = 3
+
+
+def _child(compute: BytesCompute, start: int, stop: int, buf: mmap.mmap, width: int) -> int:
+    out = compute(start, stop)
+    if len(out) != (stop - start) * width:
         return 1
-    offset = start * width
-    for value in results:
-        buf[offset : offset + width] = gmpy2.mpz(value).to_bytes(width, "big")
-        offset += width
+    buf[start * width : stop * width] = out
     return 0
+
+
+def fork_map_bytes(
+    compute: BytesCompute, count: int, width: int, workers: int
+) -> tuple[bytes, float]:
+    """Return ``compute(0, count)`` split over ``workers`` forked processes, and their CPU time.
+
+    Parameters
+    ----------
+    compute:
+        ``compute(start, stop)`` returns ``(stop - start) * width`` bytes for items
+        ``start .. stop - 1``.
+    count, width, workers:
+        Number of items, bytes per item, processes (the caller included; ``1`` runs inline).
+
+    Returns
+    -------
+    tuple of (bytes, float)
+        The concatenated results and the CPU seconds spent by the children.
+
+    Raises
+    ------
+    ValueError
+        If ``compute`` raised :class:`ValueError` in a worker (input rejected), as inline.
+    ParallelWorkerError
+        If a worker dies or fails otherwise.
+    """
+    if workers <= 1 or count < 2:
+        return compute(0, count), 0.0
+    bounds = _bounds(count, workers)
+    buf = mmap.mmap(-1, max(1, count * width))
+    pids: list[int] = []
+    statuses: list[int] = []
+    child_cpu = 0.0
+    try:
+        for w in range(1, workers):
+            pid = os.fork()
+            if pid == 0:  # child: compute, write, leave without running any parent clean-up
+                status = 1
+                try:
+                    status = _child(compute, bounds[w], bounds[w + 1], buf, width)
+                except ValueError:
+                    status = _REJECTED
+                except BaseException:  # report through the exit status only
+                    status = 1
+                finally:
+                    os._exit(status)
+            pids.append(pid)
+        head = compute(bounds[0], bounds[1])
+    finally:
+        for pid in pids:
+            _, status, usage = os.wait4(pid, 0)
+            statuses.append(os.waitstatus_to_exitcode(status))
+            child_cpu += usage.ru_utime + usage.ru_stime
+    try:
+        if _REJECTED in statuses:
+            raise ValueError("a worker rejected its input")
+        if any(statuses):
+            failed = sum(map(bool, statuses))
+            raise ParallelWorkerError(f"{failed} of {workers - 1} worker processes failed")
+        return head + buf[bounds[1] * width : count * width], child_cpu
+    finally:
+        buf.close()
 
 
 def map_chunks(compute: Compute, count: int, width: int, workers: int) -> list[gmpy2.mpz]:
@@ -101,35 +166,13 @@ def map_chunks(compute: Compute, count: int, width: int, workers: int) -> list[g
     """
     if workers <= 1 or count < 2:
         return compute(0, count)
-    bounds = _bounds(count, workers)
-    buf = mmap.mmap(-1, max(1, count * width))
-    pids: list[int] = []
-    failed = 0
-    try:
-        for w in range(1, workers):
-            pid = os.fork()
-            if pid == 0:  # child: compute, write, leave without running any parent clean-up
-                status = 1
-                try:
-                    status = _child(compute, bounds[w], bounds[w + 1], buf, width)
-                except BaseException:  # report through the exit status only
-                    status = 1
-                finally:
-                    os._exit(status)
-            pids.append(pid)
-        head = compute(bounds[0], bounds[1])
-    finally:
-        for pid in pids:
-            _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                failed += 1
-    try:
-        if failed:
-            raise ParallelWorkerError(f"{failed} of {workers - 1} Paillier worker processes failed")
-        out = list(head)
-        from_bytes = gmpy2.mpz.from_bytes
-        for offset in range(bounds[1] * width, count * width, width):
-            out.append(from_bytes(buf[offset : offset + width], "big"))
-        return out
-    finally:
-        buf.close()
+
+    def as_bytes(start: int, stop: int) -> bytes:
+        results = compute(start, stop)
+        if len(results) != stop - start:
+            raise ParallelWorkerError("a worker returned the wrong number of results")
+        return b"".join(gmpy2.mpz(v).to_bytes(width, "big") for v in results)
+
+    blob, _ = fork_map_bytes(as_bytes, count, width, workers)
+    from_bytes = gmpy2.mpz.from_bytes
+    return [from_bytes(blob[i : i + width], "big") for i in range(0, count * width, width)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import gmpy2
 
+from privcomp.backends.paillier import encoding
 from privcomp.errors import BackendUnavailableError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -96,9 +97,9 @@ def encrypted_from_phe(numbers: Iterable[Any], public_key: PublicKey) -> Encrypt
     cts = public_key.validate_ciphertexts([int(x.ciphertext(be_secure=False)) for x in items])
     exps = [int(x.exponent) for x in items]
     target = min(exps) if exps else 0
-    n2 = public_key._nsquare
+    n2, max_int = public_key._nsquare, public_key.max_int
     aligned = [
-        c if e == target else gmpy2.powmod(c, 16 ** (e - target), n2)
+        c if e == target else gmpy2.powmod(c, encoding.alignment_factor(e - target, max_int), n2)
         for c, e in zip(cts, exps, strict=True)
     ]
     return EncryptedArray(public_key, aligned, (len(aligned),), target)

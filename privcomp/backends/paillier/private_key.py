@@ -105,7 +105,7 @@ class PrivateKey:
             Processes to use (default: all cores for 200 ciphertexts or more).
         small:
             Expect plaintexts that are small signed integers (``m`` or ``n - |m|`` with
-            ``|m| < 2^63``): decrypt them about 20x faster by ciphertext packing
+            ``|m| < 2^63``): decrypt them several times faster by ciphertext packing
             (:mod:`.fastdecrypt`); any other plaintext falls back to plain decryption.
 
         Raises

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gmpy2
 
@@ -63,6 +63,27 @@ def unpack_ciphertexts(
     return public_key.validate_ciphertexts(cs)
 
 
+def read_header(
+    view: memoryview, header: struct.Struct, magic: bytes, version: int, what: str
+) -> tuple[Any, ...]:
+    """Unpack a format's fixed header, whose first two fields are its magic and version.
+
+    Raises
+    ------
+    CodecError
+        If ``view`` is shorter than the header, or on a bad magic or version (``what`` names
+        the format in the message).
+    """
+    if len(view) < header.size:
+        raise CodecError(f"truncated {what}")
+    fields = header.unpack(view[: header.size])
+    if fields[0] != magic:
+        raise CodecError(f"not a privcomp {what} (bad magic)")
+    if fields[1] != version:
+        raise CodecError(f"unsupported {what} version {fields[1]}")
+    return tuple(fields)
+
+
 def check_key(tag: bytes, public_key: PublicKey) -> None:
     """Refuse data serialised under another key."""
     if tag != key_tag(public_key):
@@ -100,12 +121,8 @@ def ciphertexts_from_bytes(data: bytes, public_key: PublicKey) -> list[gmpy2.mpz
         On a key mismatch or a ciphertext outside ``Z*_{n^2}``.
     """
     view = memoryview(bytes(data))
-    if len(view) < _CT_HEADER.size:
-        raise CodecError("truncated ciphertext list")
-    magic, version, tag, count, width = _CT_HEADER.unpack(view[: _CT_HEADER.size])
-    if magic != _CT_MAGIC:
-        raise CodecError("not a privcomp ciphertext list (bad magic)")
-    if version != _CT_VERSION:
-        raise CodecError(f"unsupported ciphertext list version {version}")
+    _, _, tag, count, width = read_header(
+        view, _CT_HEADER, _CT_MAGIC, _CT_VERSION, "ciphertext list"
+    )
     check_key(tag, public_key)
     return unpack_ciphertexts(view[_CT_HEADER.size :], count, width, public_key)
