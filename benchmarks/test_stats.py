@@ -5,6 +5,12 @@ Full run (3 parties x 10^6 rows x 10 numeric columns + a group key)::
     pytest benchmarks/test_stats.py --benchmark-columns=median,min,max,rounds
 
 Smoke mode (``--benchmark-disable``, as CI runs it) uses 10^4 rows per party automatically.
+
+Sources of correlated randomness (quantiles, min, max and ``describe`` need secure
+comparisons): the large-table groups use the explicit trusted dealer (``triples="dealer"``),
+to measure the statistics engine; the "quantiles by source" group runs the default HE source
+(``triples="he"``, Paillier, no third party) next to the dealer on small tables, with key pairs
+generated once per module (a fresh federation generates them at its first comparison).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import pandas as pd
 import pytest
 
 import privcomp.local as pl
+from privcomp.backends.paillier import keygen
 from privcomp.core.rng import InsecureSeededRandom
+from privcomp.protocols.he_triples import PaillierTripleSource
 
 PARTIES = 3
 COLS = [f"x{i}" for i in range(10)]
@@ -45,10 +53,11 @@ def pooled(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _fed(frames: list[pd.DataFrame]) -> pl.Federation:
+def _fed(frames: list[pd.DataFrame], triples: Any = "dealer") -> pl.Federation:
     # A fresh federation per round, without the result cache, so every round runs the jobs.
+    # Comparisons use the trusted dealer unless ``triples`` says otherwise (explicit opt-in).
     data = {f"party{i}": {"d": f} for i, f in enumerate(frames)}
-    return pl.local(data, cache=False, rng=InsecureSeededRandom(1))
+    return pl.local(data, cache=False, rng=InsecureSeededRandom(1), triples=triples)
 
 
 def _privcomp_stats(frames: list[pd.DataFrame]) -> tuple[Any, Any, Any]:
@@ -88,3 +97,41 @@ def test_quantiles_privcomp(
 @pytest.mark.benchmark(group="stats: quantiles of one column")
 def test_quantiles_pandas(benchmark: Any, pooled: pd.DataFrame) -> None:
     benchmark.pedantic(lambda: pooled["x0"].quantile(QS), rounds=3, iterations=1)
+
+
+_KEYS: dict[int, Any] = {}
+
+
+def _he(n: int) -> PaillierTripleSource:
+    """The default HE source with key pairs generated once (keygen is a one-off per party)."""
+    for p in range(n):
+        if p not in _KEYS:
+            _KEYS[p] = keygen(2048)
+    return PaillierTripleSource(keypairs=_KEYS)
+
+
+@pytest.mark.parametrize("source", ["he", "dealer"])
+@pytest.mark.parametrize("rows", [150, 3000])
+def test_quantiles_by_source(
+    benchmark: Any, request: pytest.FixtureRequest, rows: int, source: str
+) -> None:
+    """Quartiles of one column (3 parties): integer-valued ("age") and full-precision floats."""
+    if rows > 150 and request.config.getoption("benchmark_disable"):
+        pytest.skip("the smoke run measures the small table only")
+    rng = np.random.default_rng(5)
+    frames = [
+        pd.DataFrame({"age": rng.integers(18, 90, rows) * 1.0, "bmi": rng.normal(27, 5, rows)})
+        for _ in range(PARTIES)
+    ]
+    pooled = pd.concat(frames, ignore_index=True)
+    triples: Any = _he if source == "he" else "dealer"
+    if source == "he":
+        _he(PARTIES)  # key generation outside the measurement
+    benchmark.group = f"quantiles by source: 3 x {rows} rows, quartiles of 2 columns"
+    benchmark.extra_info["source"] = "PaillierTripleSource" if source == "he" else "TrustedDealer"
+
+    def run() -> pd.DataFrame:
+        return _fed(frames, triples).table("d").quantile(QS)
+
+    got = benchmark.pedantic(run, rounds=3, iterations=1)
+    np.testing.assert_array_equal(got.to_numpy(), pooled.quantile(QS).to_numpy())

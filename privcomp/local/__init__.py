@@ -7,7 +7,10 @@ shaped as pandas shapes them on the pooled rows, with ``attrs["job_id"]`` and
 ``attrs["error_bound"]`` (an absolute bound of the same shape; see :func:`_bounds`).
 
 Local mode simulates all parties in one process: it is for development, tests and notebooks.
-Beaver material for quantiles comes from an in-process trusted dealer (``triples="dealer"``).
+Secure comparisons (quantiles, median, min, max, describe) consume correlated randomness from
+``triples``: by default the parties generate it themselves with Paillier (``"he"``, no third
+party); a trusted dealer (``"dealer"``) is an explicit opt-in. Sums, means, variances,
+correlations, group-bys, counts and the vertical (PSI-joined) statistics need none.
 
 Examples
 --------
@@ -23,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import pandas as pd
 
@@ -36,9 +39,29 @@ from privcomp.policy.query import Query
 from privcomp.policy.worker import PartyWorker, Release
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
+from privcomp.protocols.triples import TripleSource
 from privcomp.transport.memory import InMemoryNetwork
 
 T = TypeVar("T")
+
+#: ``factory(n_parties)`` returns one source shared by a job's parties, or one per party.
+TripleFactory: TypeAlias = Callable[[int], "TripleSource | Sequence[TripleSource]"]
+#: What :func:`local` accepts as ``triples``.
+Triples: TypeAlias = "str | TripleSource | TripleFactory"
+
+#: Receive deadline inside a local job, in seconds: generous because HE preprocessing keeps the
+#: peers of a party waiting; a failing party aborts the others at once anyway.
+LOCAL_ROUND_TIMEOUT = 300.0
+
+
+def _check_triples(triples: Triples) -> None:
+    if isinstance(triples, str):
+        if triples not in ("he", "dealer"):
+            raise ConfigurationError(
+                f"triples must be 'he', 'dealer', a TripleSource or a factory, got {triples!r}"
+            )
+    elif not (isinstance(triples, TripleSource) or callable(triples)):
+        raise ConfigurationError("triples must be 'he', 'dealer', a TripleSource or a factory")
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -61,15 +84,49 @@ class Federation:
         requester: str = "analyst",
         cache: bool = True,
         rng: RandomSource | None = None,
+        triples: Triples = "he",
     ) -> None:
+        _check_triples(triples)
         self._workers = list(workers)
         self.requester = requester
+        self.triples = triples
+        # One HE source per set of job parties: each party's Paillier key pair is generated at
+        # its first comparison and kept for later jobs of the same parties (its own key).
+        self._he: dict[tuple[str, ...], TripleSource] = {}
         self._cache: ResultCache[tuple[str, Release]] | None = ResultCache() if cache else None
         self._rng = rng if rng is not None else SystemRandomSource()
         self._jobs = itertools.count(1)
 
     def __repr__(self) -> str:
-        return f"Federation(parties={[w.name for w in self._workers]})"
+        source = self.triples if isinstance(self.triples, str) else type(self.triples).__name__
+        return f"Federation(parties={[w.name for w in self._workers]}, triples={source!r})"
+
+    def _sources(self, holders: Sequence[PartyWorker]) -> list[TripleSource]:
+        """Each job party's source of correlated randomness (see :func:`local`)."""
+        n = len(holders)
+        made: TripleSource | Sequence[TripleSource]
+        if self.triples == "he":
+            key = tuple(w.name for w in holders)
+            if key not in self._he:
+                # Imported here: the HE source pulls in the Paillier engine, needed only now.
+                from privcomp.protocols.he_triples import PaillierTripleSource
+
+                self._he[key] = PaillierTripleSource()
+            made = self._he[key]
+        elif self.triples == "dealer":
+            made = TrustedDealer(n, rng=self._rng)
+        elif isinstance(self.triples, TripleSource):
+            made = self.triples
+        else:
+            made = self.triples(n)  # type: ignore[operator]
+        if isinstance(made, TripleSource):
+            return [made] * n
+        sources = list(made)
+        if len(sources) != n:
+            raise ConfigurationError(
+                f"triple factory returned {len(sources)} sources for {n} parties"
+            )
+        return sources
 
     def parties(self) -> dict[str, dict[str, dict[str, str]]]:
         """Party name -> dataset -> column -> dtype (names and schemas only, never values)."""
@@ -125,11 +182,11 @@ class Federation:
 
     async def _job(self, holders: list[PartyWorker], query: Query, job_id: str) -> Release:
         n = len(holders)
-        net = InMemoryNetwork(n, rng=self._rng)
-        dealer = TrustedDealer(n, rng=self._rng)
+        net = InMemoryNetwork(n, rng=self._rng, timeout=LOCAL_ROUND_TIMEOUT)
+        sources = self._sources(holders)
         ctxs = [
-            PartyContext(transport=t, triples=dealer, rng=self._rng, job_id=job_id)
-            for t in net.transports
+            PartyContext(transport=t, triples=s, rng=self._rng, job_id=job_id)
+            for t, s in zip(net.transports, sources, strict=True)
         ]
 
         async def party(i: int, worker: PartyWorker) -> Release:
@@ -162,6 +219,7 @@ def local(
     requester: str = "analyst",
     cache: bool = True,
     rng: RandomSource | None = None,
+    triples: Triples = "he",
 ) -> Federation:
     """Create an in-process federation.
 
@@ -178,10 +236,33 @@ def local(
         Answer an identical repeated query with the identical cached result.
     rng:
         Randomness for shares, job ids and the dealer (default: the OS CSPRNG).
+    triples:
+        Correlated randomness for secure comparisons (quantiles, median, min, max, describe),
+        with the same meaning as in :func:`privcomp.simulate.simulate`:
+
+        * ``"he"`` (default): the job's parties generate it themselves by Paillier-based
+          oblivious linear evaluation (:class:`~privcomp.protocols.he_triples.
+          PaillierTripleSource`); no third party, and any n-1 colluding parties learn nothing
+          beyond the output. Costs Paillier work: each party generates a 2048-bit key pair at
+          its first comparison (kept for later jobs of the same parties), and a quantile job
+          of 3 parties takes seconds to tens of seconds (``benchmarks/results_stats.md``).
+        * ``"dealer"``: an in-process :class:`~privcomp.protocols.dealer.TrustedDealer`,
+          60-300 times faster on a quantile job, but a *trusted third party*: it knows all
+          the material, so with the opened values it could unmask every comparison input.
+          An explicit opt-in for tests, benchmarks and deployments that have a
+          non-colluding helper party.
+        * a :class:`~privcomp.protocols.triples.TripleSource` shared by the parties of every
+          job (it must serve a fixed set of parties), or a factory ``f(n_parties)`` called per
+          job that returns one source or one per party.
 
     Returns
     -------
     Federation
+
+    Examples
+    --------
+    >>> fed = pc.local(data)  # doctest: +SKIP
+    >>> fast = pc.local(data, triples="dealer")  # trusted third party, explicit  # doctest: +SKIP
     """
     policies = policies or {}
     unknown = set(policies) - set(data)
@@ -191,7 +272,7 @@ def local(
         PartyWorker(name, dict(tables), Policy.from_dict(policies.get(name)))
         for name, tables in data.items()
     ]
-    return Federation(workers, requester=requester, cache=cache, rng=rng)
+    return Federation(workers, requester=requester, cache=cache, rng=rng, triples=triples)
 
 
 # Imported last: the frames need Federation only for type hints.
@@ -207,5 +288,7 @@ __all__ = [
     "JoinedTable",
     "Released",
     "Table",
+    "TripleFactory",
+    "Triples",
     "local",
 ]

@@ -3,7 +3,9 @@
 :mod:`privcomp.protocols.psi` aligns the rows of *two* parties. A joined table of statistics
 may have several holders per side (two hospitals' patients joined with one insurer's claims),
 so here every key holder takes part in one ring of commutative Diffie-Hellman encryptions on
-X25519: each party hashes its keys to u-coordinates and applies its secret scalar; the lists
+X25519: each party hashes its keys to u-coordinates with the two-party protocol's hash
+(:func:`privcomp.protocols.psi.hash_keys`: canonical, type-tagged, personalised BLAKE2b, so both
+protocols map a key to the same point) and applies its secret scalar; the lists
 travel once around the ring, each party applying its scalar, so every key ends up as
 ``k_0 k_1 ... k_{n-1} · H(key)`` — a *tag* identical for identical keys whatever party holds
 them, and pseudorandom otherwise (DDH). X25519 scalar multiplication on u-coordinates commutes,
@@ -26,7 +28,6 @@ References
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,16 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from privcomp.errors import ProtocolError
 from privcomp.protocols.context import PartyContext
-
-_POINT = 32
-_DOMAIN = b"privcomp-stats-psi-v1\x00"
-
-
-def hash_to_u(key: str) -> bytes:
-    """Hash a join key to a 255-bit X25519 u-coordinate (domain-separated SHA-512)."""
-    digest = bytearray(hashlib.sha512(_DOMAIN + key.encode()).digest()[:_POINT])
-    digest[31] &= 0x7F
-    return bytes(digest)
+from privcomp.protocols.psi import ELEMENT_BYTES as _POINT
+from privcomp.protocols.psi import hash_keys
 
 
 def _apply(secret: X25519PrivateKey, points: Sequence[bytes]) -> list[bytes]:
@@ -90,7 +83,7 @@ async def psi_tags(ctx: PartyContext, keys: Sequence[str]) -> list[list[bytes]]:
     n, me = ctx.n_parties, ctx.party_id
     nxt, prv = (me + 1) % n, (me - 1) % n
     secret = X25519PrivateKey.from_private_bytes(ctx.rng.random_bytes(_POINT))
-    current = _apply(secret, [hash_to_u(k) for k in keys])
+    current = _apply(secret, hash_keys(keys, me))
     for _ in range(n - 1):
         tag = ctx.next_tag("psi.hop")
         await ctx.send_array(nxt, tag, _pack(current))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_close, federate, split
+from stats_helpers import assert_close, federate, split
 
 MOMENTS = ["count", "sum", "mean", "var", "std"]
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import federate
+from stats_helpers import federate
 
 from privcomp.errors import DifferencingRefused, GroupTooSmall, PolicyViolation, PrivcompError
 

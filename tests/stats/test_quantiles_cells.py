@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import federate, split
+from stats_helpers import federate, split
 
 from privcomp.protocols.stats_quantile import (
     KEY_MAX,

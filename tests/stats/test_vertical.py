@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_close
+from stats_helpers import assert_close
 
 import privcomp.local as pl
 from privcomp.core.rng import InsecureSeededRandom
