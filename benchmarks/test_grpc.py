@@ -1,5 +1,9 @@
 """gRPC runtime benchmarks: peer-transport throughput vs raw gRPC, 10^6 Beaver multiplications
-across 3 worker processes vs in-memory, and the wall-time split of a demo-sized job.
+across 3 worker processes vs in-memory, the wall-time split of a demo-sized job, joint
+statistics over gRPC (``pc.connect``) next to pandas, and a PSI join between two workers.
+
+Sizes of the statistics and PSI benchmarks: full (3 x 10^6 rows; 10^6 keys) only with
+``PRIVCOMP_BENCH_FULL=1``; 10^5 in timed mode; small in smoke mode (``--benchmark-disable``).
 
 Run: ``pytest benchmarks/test_grpc.py --benchmark-disable -s`` (smoke, each body once) or
 without ``--benchmark-disable`` for timings; figures are printed and kept in ``extra_info``.
@@ -9,6 +13,7 @@ Everything binds 127.0.0.1 port 0; every process started here is stopped by PID.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -19,10 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from privcomp.client import connect
-from privcomp.demo import PARTIES, demo_spec, start_cluster, synthetic_data, wait_parties
+from privcomp.demo import (
+    PARTIES,
+    Deployment,
+    demo_spec,
+    start_cluster,
+    synthetic_data,
+    wait_parties,
+)
 from privcomp.jobs.kinds import BenchMulKind, LocalData
 from privcomp.jobs.model import JobSpec
 from privcomp.proto.v1 import peer_pb2
@@ -323,4 +336,116 @@ def test_demo_job_wall_time_split(benchmark: Any, tmp_path: Path) -> None:
     print(
         f"\ndemo job: set-up {out['setup_s']:.2f} s, protocol {out['protocol_s']:.2f} s, "
         f"teardown {out['teardown_s']:.2f} s"
+    )
+
+
+# -- joint statistics over gRPC (pc.connect) next to pandas on the pooled plaintext ------------
+
+STATS_COLS = [f"x{i}" for i in range(10)]
+
+
+def _full() -> bool:
+    return os.environ.get("PRIVCOMP_BENCH_FULL") == "1"
+
+
+def _stats_rows(request: pytest.FixtureRequest) -> int:
+    """10^6 rows per party with PRIVCOMP_BENCH_FULL=1, 10^5 timed, 10^4 in smoke mode."""
+    if _full():
+        return 10**6
+    return 10**4 if request.config.getoption("benchmark_disable") else 10**5
+
+
+def _stats_frames(n: int) -> list[pd.DataFrame]:
+    gen = np.random.default_rng(2024)
+    out = []
+    for p in range(3):
+        df = pd.DataFrame(gen.normal(50 + p, 10, (n, len(STATS_COLS))), columns=STATS_COLS)
+        df["grp"] = gen.choice(["a", "b", "c", "d"], n)
+        out.append(df)
+    return out
+
+
+def test_stats_describe_corr_groupby_vs_pandas(
+    benchmark: Any, request: pytest.FixtureRequest
+) -> None:
+    """3 workers x n rows x 10 columns: describe() + corr() + groupby("grp").mean() over gRPC
+    (dealer triples for the comparisons; result cache off) next to pandas on the pooled rows."""
+    n = _stats_rows(request)
+    frames = _stats_frames(n)
+    pooled = pd.concat(frames, ignore_index=True)  # a central analyst would hold it: not timed
+    data = {f"party{i}": {"d": f} for i, f in enumerate(frames)}
+    rounds = 1 if request.config.getoption("benchmark_disable") else 3
+    times: dict[str, list[float]] = {"grpc": [], "pandas": []}
+    with (
+        Deployment.start(data, dealer=True, file_format="parquet") as dep,
+        dep.connect(triples="dealer", cache=False) as fed,
+    ):
+        t = fed.table("d")
+
+        def run() -> None:
+            for _ in range(rounds):  # alternate and take medians: the machine is shared
+                t0 = time.perf_counter()
+                got = (t.describe(), t.corr(), t.groupby("grp")[STATS_COLS].mean())
+                times["grpc"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                want = (
+                    pooled.describe(),
+                    pooled[STATS_COLS].corr(),
+                    pooled.groupby("grp")[STATS_COLS].mean(),
+                )
+                times["pandas"].append(time.perf_counter() - t0)
+                d, wd = got[0].to_numpy(), want[0].to_numpy()
+                np.testing.assert_allclose(d[:3], wd[:3], rtol=1e-9)
+                np.testing.assert_array_equal(d[3:], wd[3:])  # exact order statistics
+                np.testing.assert_allclose(got[1].to_numpy(), want[1].to_numpy(), rtol=1e-9)
+                np.testing.assert_allclose(got[2].to_numpy(), want[2].to_numpy(), rtol=1e-9)
+
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    grpc_s, pandas_s = float(np.median(times["grpc"])), float(np.median(times["pandas"]))
+    benchmark.extra_info.update(
+        rows_per_party=n, grpc_s=grpc_s, pandas_s=pandas_s, ratio=grpc_s / pandas_s
+    )
+    print(
+        f"\nstats 3 x {n} rows x 10 cols: gRPC {grpc_s:.2f} s, pandas {pandas_s:.2f} s "
+        f"(ratio {grpc_s / pandas_s:.2f}; medians of {rounds})"
+    )
+
+
+def _psi_keys(request: pytest.FixtureRequest) -> int:
+    """10^6 keys per party with PRIVCOMP_BENCH_FULL=1, 10^5 timed, 2 x 10^3 in smoke mode."""
+    if _full():
+        return 10**6
+    return 2_000 if request.config.getoption("benchmark_disable") else 10**5
+
+
+def test_psi_join_two_workers(benchmark: Any, request: pytest.FixtureRequest) -> None:
+    """PSI join of n x n keys (n/2 shared) between two worker processes: ``len(join)``."""
+    n = _psi_keys(request)
+    gen = np.random.default_rng(7)
+    left = pd.DataFrame({"id": np.arange(n) * 2, "a": gen.normal(size=n)})
+    right = pd.DataFrame({"id": np.arange(n) + n, "b": gen.normal(size=n)})
+    shared = len(np.intersect1d(left["id"], right["id"]))
+    data = {"hospital": {"left": left}, "insurer": {"right": right}}
+    out: dict[str, float] = {}
+    with (
+        Deployment.start(
+            data, file_format="parquet", worker_options={"round_timeout_s": 1800}
+        ) as dep,
+        dep.connect(cache=False, deadline_s=3600) as fed,
+    ):
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            joined = fed.table("left").join(fed.table("right"), on="id")
+            assert len(joined) == shared
+            out["grpc_s"] = time.perf_counter() - t0
+
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    t0 = time.perf_counter()
+    assert len(left.merge(right, on="id")) == shared
+    out["pandas_merge_s"] = time.perf_counter() - t0
+    benchmark.extra_info.update(keys_per_party=n, **out)
+    print(
+        f"\nPSI join {n} x {n} keys ({shared} shared), 2 worker processes: "
+        f"{out['grpc_s']:.2f} s (pandas merge, no privacy: {out['pandas_merge_s']:.3f} s)"
     )

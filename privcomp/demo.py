@@ -14,6 +14,7 @@ from the default Paillier-based source: no dealer, no third party.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import signal
@@ -21,14 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from privcomp.client import Federation, connect
-from privcomp.errors import ServiceUnavailableError
+from privcomp.errors import ConfigurationError, ServiceUnavailableError
 from privcomp.jobs.model import JobSpec
 from privcomp.rpc.pki import create_pki
 
@@ -139,10 +142,145 @@ def wait_parties(fed: Federation, names: tuple[str, ...], timeout: float = 20.0)
     """Wait until every party has registered."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if set(names) <= {p.name for p in fed.parties()}:
+        if set(names) <= set(fed.parties()):
             return
         time.sleep(0.1)
     raise ServiceUnavailableError("workers did not register with the coordinator in time")
+
+
+@dataclass
+class Deployment:
+    """A coordinator and one worker per party on 127.0.0.1, for notebooks, tests and benchmarks.
+
+    Every process runs separately (``privcomp coordinator`` / ``privcomp worker``) with mTLS
+    from a fresh development PKI; each party's DataFrames are written to its own files, which
+    only its worker reads. :meth:`stop` (also registered with :mod:`atexit`, and called by the
+    context manager) stops every process by PID and deletes the temporary directory.
+
+    Examples
+    --------
+    >>> with Deployment.start({"a": {"t": df_a}, "b": {"t": df_b}}) as dep:  # doctest: +SKIP
+    ...     fed = dep.connect()
+    ...     fed.table("t").mean()
+    """
+
+    directory: Path
+    cluster: Cluster
+    address: str = ""
+    analyst: str = ANALYST
+    dealer: str | None = None
+    worker_options: dict[str, Any] = field(default_factory=dict)
+    _owned: bool = True
+
+    @property
+    def pki_dir(self) -> Path:
+        """The development PKI (CA, certificates, the analyst's token)."""
+        return self.directory / "pki"
+
+    @classmethod
+    def start(
+        cls,
+        data: Mapping[str, Mapping[str, pd.DataFrame]],
+        policies: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        dealer: bool = False,
+        file_format: str = "csv",
+        directory: Path | None = None,
+        analyst: str = ANALYST,
+        worker_options: Mapping[str, Any] | None = None,
+    ) -> Deployment:
+        """Write the parties' data, start coordinator and workers, wait until all registered.
+
+        ``file_format`` is ``"csv"`` (pandas writes and reads floats round-trip exactly) or
+        ``"parquet"``. With ``dealer=True`` a trusted dealer party named
+        ``"dealer"`` is started too (for ``pc.connect(..., triples="dealer", dealer="dealer")``).
+        ``worker_options`` are extra worker configuration keys (e.g. ``round_timeout_s``).
+        """
+        if file_format not in ("csv", "parquet"):
+            raise ConfigurationError("file_format must be 'csv' or 'parquet'")
+        owned = directory is None
+        root = Path(tempfile.mkdtemp(prefix="privcomp-deploy-")) if directory is None else directory
+        dep = cls(root, Cluster(root), analyst=analyst, dealer="dealer" if dealer else None)
+        dep.worker_options = dict(worker_options or {})
+        dep._owned = owned
+        atexit.register(dep.stop)
+        try:
+            names = [*data, *(["dealer"] if dealer else [])]
+            create_pki(dep.pki_dir, names, [analyst])
+            dep.address = dep._start_coordinator()
+            for party, tables in data.items():
+                cfg = dep._worker_config(party, tables, (policies or {}).get(party), file_format)
+                dep.cluster.start(party, ["worker", str(cfg), "--port-file", f"{party}.addr"])
+            if dealer:
+                cfg = dep._worker_config("dealer", {}, None, file_format, allow_dealer=True)
+                dep.cluster.start("dealer", ["worker", str(cfg), "--port-file", "dealer.addr"])
+            for party in names:
+                dep.cluster.wait_file(root / f"{party}.addr", party, timeout=60.0)
+            with connect(dep.address, pki_dir=dep.pki_dir, analyst=analyst) as fed:
+                wait_parties(fed, tuple(names), timeout=60.0)
+        except BaseException:
+            dep.stop()
+            raise
+        return dep
+
+    def _start_coordinator(self) -> str:
+        args = ["coordinator", "--pki", "pki", "--db", "jobs.db", "--listen", "127.0.0.1:0"]
+        self.cluster.start("coordinator", [*args, "--port-file", "coordinator.addr"])
+        return self.cluster.wait_file(self.directory / "coordinator.addr", "coordinator", 60.0)
+
+    def _worker_config(
+        self,
+        party: str,
+        tables: Mapping[str, pd.DataFrame],
+        policy: Mapping[str, Any] | None,
+        file_format: str,
+        *,
+        allow_dealer: bool = False,
+    ) -> Path:
+        datasets = {}
+        for name, frame in tables.items():
+            path = self.directory / f"{party}.{name}.{file_format}"
+            if file_format == "csv":
+                frame.to_csv(path, index=False)
+            else:
+                frame.to_parquet(path, index=False)
+            datasets[name] = {"path": path.name}
+        cfg: dict[str, Any] = {
+            "name": party,
+            "listen": "127.0.0.1:0",
+            "coordinator": self.address,
+            "pki_dir": "pki",
+            "heartbeat_s": 2.0,
+            "datasets": datasets,
+            "allow_dealer": allow_dealer,
+            **self.worker_options,
+        }
+        if policy is not None:
+            cfg["policy"] = dict(policy)
+        import yaml  # type: ignore[import-untyped,unused-ignore]
+
+        path = self.directory / f"{party}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def connect(self, **kwargs: Any) -> Federation:
+        """``pc.connect`` to this deployment as its analyst (dealer set if one was started)."""
+        if self.dealer is not None:
+            kwargs.setdefault("dealer", self.dealer)
+        return connect(self.address, pki_dir=self.pki_dir, analyst=self.analyst, **kwargs)
+
+    def stop(self) -> None:
+        """Stop every process by PID; delete the temporary directory (idempotent)."""
+        self.cluster.stop()
+        if self._owned:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def demo_spec() -> JobSpec:
@@ -191,7 +329,7 @@ def run_demo(echo: Echo, *, progress: bool = True, keep: bool = False) -> bool:
             wait_parties(fed, PARTIES)
             echo(
                 f"  coordinator at {address}; workers "
-                + ", ".join(f"{p.name} ({p.address})" for p in fed.parties())
+                + ", ".join(f"{p.name} ({p.address})" for p in fed.summaries())
             )
             echo(
                 "  job: joint count/sum/mean/variance of 'cost' (horizontal, 3 parties) and the "

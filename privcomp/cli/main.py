@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -195,6 +196,10 @@ def coordinator(
 @_guard
 def worker(config: Path, port_file: Path | None) -> None:
     """Run a party's worker from a TOML/YAML CONFIG until SIGTERM/Ctrl-C."""
+    # The Paillier engine forks helper processes that only do gmpy2 arithmetic; gRPC's own
+    # fork handlers (on by default) abort such a child while the server's threads are busy.
+    # Must be set before grpc is first imported.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from privcomp.services.config import read_mapping, worker_config_from_mapping
     from privcomp.services.server import serve_worker
 
@@ -224,10 +229,21 @@ def submit(job_file: Path, watch: bool, coordinator: str, pki_dir: Path, analyst
             )
             if info.state.value != "SUCCEEDED":
                 sys.exit(EXIT_JOB_FAILED)
-            _print_result(job.result())
+            _print_result(job.result(), job_file)
 
 
-def _print_result(result: dict[str, Any]) -> None:
+def _print_result(result: dict[str, Any], job_file: Path | None = None) -> None:
+    from privcomp.client import JobSpec, stats_tables
+
+    spec = JobSpec.from_yaml(job_file) if job_file is not None else None
+    if spec is not None and spec.kind == "stats_query":
+        # A statistics query prints as pandas tables, as the Python API shows it.
+        import pandas as pd
+
+        with pd.option_context("display.width", 120, "display.max_columns", 50):
+            for title, table in stats_tables(spec, result):
+                click.echo(f"\n{title}:\n{table.to_string()}")
+        return
     width = max((len(k) for k in result), default=0)
     for name, value in sorted(result.items()):
         click.echo(f"  {name:<{width}}  {value.tolist()}")
@@ -281,7 +297,7 @@ def cancel(job_id: str, coordinator: str, pki_dir: Path, analyst: str) -> None:
 def parties(coordinator: str, pki_dir: Path, analyst: str) -> None:
     """Registered parties and their dataset schemas (names and types only)."""
     with _connect(coordinator, pki_dir, analyst) as fed:
-        for p in fed.parties():
+        for p in fed.summaries():
             click.echo(f"{p.name}  {p.address}  {'online' if p.online else 'offline'}")
             for ds, cols in p.datasets.items():
                 click.echo(f"    {ds}: " + ", ".join(f"{c} ({t})" for c, t in cols))

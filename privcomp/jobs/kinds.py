@@ -11,6 +11,12 @@ Kinds
     sample variance (centred second pass), via the exact wide-ring secure sum. Optionally the
     secure product of two parties' local aggregates (``params.product``), computed with a
     Beaver multiplication and truncation on fixed-point shares; only the product is released.
+``stats_query``
+    One pandas-style statistics query (moments, quantiles, describe, value counts, histograms,
+    group-bys, filters, PSI joins) as validated data (:mod:`privcomp.jobs.stats_query`). Each
+    worker runs it through its own :class:`~privcomp.policy.worker.PartyWorker` — the same
+    programs and per-party policy enforcement as ``pc.local`` — so the kind's ``run`` is never
+    called directly.
 ``bench_mul``
     Benchmark: ``n`` elementwise Beaver multiplications of two seeded random vectors input by
     parties 0 and 1; releases the sum of the products. Needs no dataset; a worker accepts it
@@ -28,6 +34,7 @@ import numpy as np
 from privcomp.core.ring import ring_sum, to_signed
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.errors import ConfigurationError
+from privcomp.jobs import stats_query
 from privcomp.jobs.model import JobSpec
 from privcomp.protocols.arithmetic import mul, mul_fixed
 from privcomp.protocols.context import PartyContext
@@ -224,7 +231,30 @@ class BenchMulKind:
         return {"sum": to_signed(total).astype(np.float64).reshape(())}
 
 
-REGISTRY: dict[str, JobKind] = {k.name: k for k in (StatsKind(), BenchMulKind())}
+class StatsQueryKind:
+    """A local-mode statistics query (see :mod:`privcomp.jobs.stats_query`)."""
+
+    name = stats_query.KIND
+    needs_dataset = True
+
+    def validate(self, spec: JobSpec) -> None:
+        """Check the query parameters (structure, names and sizes)."""
+        if not spec.dataset:
+            raise ConfigurationError("stats_query needs a dataset")
+        stats_query.validate_params(spec.params, len(spec.parties))
+
+    def usage(self, spec: JobSpec, party: str) -> tuple[set[str], set[str]]:
+        """Columns and operations of the query (each worker's PartyWorker checks them)."""
+        return stats_query.request_usage(spec.params)
+
+    async def run(
+        self, ctx: PartyContext, spec: JobSpec, data: LocalData, progress: ProgressFn
+    ) -> Released:
+        """Not used: the worker runs the query through its PartyWorker (policy + protocol)."""
+        raise ConfigurationError("stats_query jobs run through the worker's PartyWorker")
+
+
+REGISTRY: dict[str, JobKind] = {k.name: k for k in (StatsKind(), StatsQueryKind(), BenchMulKind())}
 
 
 def get_kind(name: str) -> JobKind:

@@ -48,6 +48,9 @@ from privcomp.types import FloatArray
 
 logger = logging.getLogger(__name__)
 CONTROL_TIMEOUT_S = 10.0
+#: How long a job's failure waits for the other parties' reports (to name the real cause).
+FAILURE_GRACE_S = 2.0
+_ABORT_PREFIXES = ("ProtocolAbort",)
 
 
 @dataclass(slots=True)
@@ -419,7 +422,10 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         tasks = [asyncio.create_task(self._run_party(rec, n, deadline, phases)) for n in names]
         try:
             for t in asyncio.as_completed(tasks):
-                await t  # the first failure propagates and cancels the rest below
+                try:
+                    await t  # the first failure ends the job and cancels the rest below
+                except JobFailure as first:
+                    raise await self._best_failure(first, tasks) from None
             return [t.result() for t in tasks]
         finally:
             for t in tasks:
@@ -427,11 +433,31 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
+    async def _best_failure(
+        first: JobFailure, tasks: list[asyncio.Task[dict[str, FloatArray]]]
+    ) -> JobFailure:
+        """The most telling failure among the parties' reports within a short grace period.
+
+        When a party refuses inside the protocol (its policy's consent round), every other
+        party reports a ProtocolAbort naming it at about the same time; the refusing party's
+        own reason (e.g. which group is smaller than k) is what the requester needs.
+        """
+        if not first.reason.startswith(_ABORT_PREFIXES):
+            return first
+        await asyncio.wait(tasks, timeout=FAILURE_GRACE_S)
+        for t in tasks:
+            if t.done() and not t.cancelled():
+                exc = t.exception()
+                if isinstance(exc, JobFailure) and not exc.reason.startswith(_ABORT_PREFIXES):
+                    return exc
+        return first
+
+    @staticmethod
     def _check_agreement(results: list[dict[str, FloatArray]]) -> dict[str, FloatArray]:
         first = results[0]
         for other in results[1:]:
             if set(other) != set(first) or not all(
-                np.array_equal(first[k], other[k]) for k in first
+                np.array_equal(first[k], other[k], equal_nan=True) for k in first
             ):
                 raise JobFailure("parties released different results", "", "reveal")
         return first

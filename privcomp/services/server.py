@@ -32,7 +32,7 @@ from privcomp.rpc.auth import AuthInterceptor, is_analyst, is_coordinator, is_pa
 from privcomp.rpc.channel import add_port, aio_channel, server_options, split_host
 from privcomp.rpc.pki import Identity, load_identity, load_token_hashes
 from privcomp.rpc.status import error_from_rpc
-from privcomp.services.config import CoordinatorConfig, WorkerConfig, dataset_schema
+from privcomp.services.config import CoordinatorConfig, WorkerConfig
 from privcomp.services.coordinator import Coordinator
 from privcomp.services.health import HealthServicer
 from privcomp.services.jobstore import JobRepository
@@ -151,10 +151,16 @@ async def start_worker(config: WorkerConfig) -> tuple[Running, WorkerRuntime]:
 
 
 async def register_loop(
-    config: WorkerConfig, identity: Identity | None, address: str, stop: asyncio.Event
+    config: WorkerConfig,
+    identity: Identity | None,
+    address: str,
+    stop: asyncio.Event,
+    schemas: serde.Schema,
 ) -> None:
-    """Register with the coordinator, then re-register every ``heartbeat_s`` (survives restarts)."""
-    schemas = {name: dataset_schema(ds.path) for name, ds in config.datasets.items()}
+    """Register with the coordinator, then re-register every ``heartbeat_s`` (survives restarts).
+
+    ``schemas`` (names and dtypes only) are what the coordinator and the analysts see.
+    """
     channel = aio_channel(
         config.coordinator, identity, keepalive=config.keepalive, insecure_dev=config.insecure_dev
     )
@@ -193,7 +199,9 @@ async def serve_worker(config: WorkerConfig, port_file: Path | None = None) -> N
     write_port_file(port_file, address)
     logger.info("worker %s listening on %s", config.name, address)
     _install_signals(run.stop)
-    reg = asyncio.create_task(register_loop(config, runtime.identity, address, run.stop))
+    # Parsing the datasets takes seconds for big files: off the event loop, once (jobs reuse it).
+    schemas = await asyncio.to_thread(runtime.frames.schemas)
+    reg = asyncio.create_task(register_loop(config, runtime.identity, address, run.stop, schemas))
     stopper = asyncio.create_task(run.stop.wait())
     done, _ = await asyncio.wait({reg, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if reg in done and reg.exception() is not None:

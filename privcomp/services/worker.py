@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,14 @@ from privcomp.errors import (
     PeerFailedError,
     PolicyViolation,
     PrivcompError,
+    ProtocolAbort,
 )
+from privcomp.jobs import stats_query
 from privcomp.jobs.dealer_net import NetworkDealerSource, serve_dealer
-from privcomp.jobs.kinds import LocalData, get_kind, validate_spec
+from privcomp.jobs.kinds import LocalData, Released, get_kind, validate_spec
 from privcomp.jobs.model import JobSpec
+from privcomp.policy.query import Query
+from privcomp.policy.worker import PartyWorker
 from privcomp.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
@@ -44,9 +48,11 @@ from privcomp.protocols.triples import TripleSource
 from privcomp.rpc import serde
 from privcomp.rpc.channel import aio_channel
 from privcomp.rpc.pki import Identity
+from privcomp.rpc.stats_spec import datasets_of, query_from_spec
 from privcomp.rpc.status import code_for
 from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
 from privcomp.services.config import WorkerConfig, load_columns
+from privcomp.services.frames import FrameStore
 from privcomp.services.peer import MailboxEntry
 
 logger = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class WorkerJob:
     channels: dict[int, grpc.aio.Channel] = field(default_factory=dict)
     phase: str = "prepare"
     task: asyncio.Task[worker_pb2.RunJobResponse] | None = None
+    query: Query | None = None  # stats_query jobs: the local-mode query, requester = caller
 
     @property
     def is_dealer(self) -> bool:
@@ -95,6 +102,10 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         self.identity = identity
         self.jobs: dict[str, WorkerJob] = {}
         self.handled = 0  # business-handler invocations (tests check auth refusals)
+        #: The datasets as DataFrames, and this party's policy enforcement point with its
+        #: disclosure-control state (k-threshold, differencing history) across all its jobs.
+        self.frames = FrameStore(config.datasets)
+        self.party = PartyWorker(config.name, self.frames, config.policy)
 
     def mailbox_entry(self, job_id: str) -> MailboxEntry | None:
         """Lookup used by the PeerService."""
@@ -131,9 +142,17 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         if list(names) != expected or me not in names:
             raise ConfigurationError("peer list does not match the job's parties")
         index = names.index(me)
+        query = None
         if index == len(spec.parties):
             if not self.config.allow_dealer:
                 raise ConfigurationError(f"party {me} is not configured as a dealer")
+            data = LocalData(columns={})
+        elif spec.kind == stats_query.KIND:
+            # The policy is checked by PartyWorker.run inside the protocol (consent round), on
+            # the rows the query selects: exactly as in local mode.
+            query = query_from_spec(spec, req.requester)
+            if not any(d in self.frames for d in datasets_of(query)):
+                raise ConfigurationError(f"party {me} offers no dataset {spec.dataset!r}")
             data = LocalData(columns={})
         else:
             data = self._check_policy(spec, me, req.requester)
@@ -145,6 +164,7 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
             deadline_unix=req.deadline_unix,
             data=data,
             mailbox=JobMailbox(req.job_id, len(names)),
+            query=query,
         )
         for i, peer in enumerate(req.peers):
             if i != index:
@@ -166,7 +186,12 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         if not request.job_id or len(request.job_id) > 64:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id must be 1-64 chars")
         try:
+            if request.spec.kind == stats_query.KIND:
+                # Parse the dataset files (first use only) off the event loop.
+                await asyncio.to_thread(self.frames.load, request.spec.dataset)
             job = self._prepare(request)
+            if job.query is not None and job.query.join is not None:
+                await asyncio.to_thread(self.frames.load, *datasets_of(job.query))
         except PrivcompError as exc:
             logger.info("job %s refused: %s", request.job_id, exc)
             return worker_pb2.PrepareJobResponse(accepted=False, reason=str(exc))
@@ -225,7 +250,6 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
             ),
             n_parties=len(job.spec.parties),
         )
-        me = self.config.name
         try:
             async with asyncio.timeout(max(0.0, job.deadline_unix - time.time())):
                 if job.is_dealer:
@@ -235,7 +259,7 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
                     )
                     return worker_pb2.RunJobResponse(result=common_pb2.JobResult())
                 ctx = self._context(job, transport)
-                released = await get_kind(job.spec.kind).run(ctx, job.spec, job.data, progress)
+                released = await self._released(ctx, job, progress)
                 if isinstance(ctx.triples, NetworkDealerSource):
                     await ctx.triples.stop(ctx)
             st = transport.stats
@@ -248,12 +272,36 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
                 st.bytes_received,
             )
             return worker_pb2.RunJobResponse(result=serde.result_to_proto(released))
-        except PeerFailedError as exc:
+        except (PrivcompError, TimeoutError, ValueError, TypeError, KeyError, ArithmeticError) as e:
+            return self._failure_of(e, job)
+
+    def _failure_of(self, exc: BaseException, job: WorkerJob) -> worker_pb2.RunJobResponse:
+        """The failure event for an exception that ended this party's side of a job."""
+        me = self.config.name
+        if isinstance(exc, PeerFailedError):
             return _failure(str(exc), job.phase, exc.party)
-        except TimeoutError:
+        if isinstance(exc, ProtocolAbort):
+            # Another party stopped the job (e.g. its policy refused): blame that party.
+            blamed = job.names[exc.party_id] if 0 <= exc.party_id < len(job.names) else me
+            return _failure(f"ProtocolAbort: party {blamed} {exc.reason}", job.phase, blamed)
+        if isinstance(exc, TimeoutError):
             return _failure("job deadline exceeded", job.phase, me)
-        except PrivcompError as exc:
+        if isinstance(exc, PrivcompError):
             return _failure(f"{type(exc).__name__}: {exc}", job.phase, me)
+        # E.g. pandas refusing a comparison in a filter. The message may quote data, so only
+        # the type leaves this worker (and its log).
+        logger.info("job %s failed with %s", job.job_id, type(exc).__name__)
+        return _failure(f"internal error ({type(exc).__name__})", job.phase, me)
+
+    async def _released(
+        self, ctx: PartyContext, job: WorkerJob, progress: Callable[[str, float], None]
+    ) -> Released:
+        if job.query is None:
+            return await get_kind(job.spec.kind).run(ctx, job.spec, job.data, progress)
+        progress("statistics", 0.1)
+        release = await self.party.run(ctx, job.query)
+        progress("reveal", 0.95)
+        return stats_query.release_to_arrays(release)
 
     async def RunJob(
         self, request: worker_pb2.RunJobRequest, context: Any

@@ -212,7 +212,7 @@ def wait_parties(fed: Any, names: tuple[str, ...] | list[str], timeout: float = 
     """Wait until the coordinator lists every name."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if set(names) <= {p.name for p in fed.parties()}:
+        if set(names) <= set(fed.parties()):
             return
         time.sleep(0.05)
     raise RuntimeError(f"parties {names} did not register")

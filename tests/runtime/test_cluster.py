@@ -84,7 +84,7 @@ def test_joint_job_across_processes_matches_numpy(cluster: Any, triples: str) ->
 
 def test_parties_publish_schemas_only(cluster: Any) -> None:
     fed, _, _, _ = cluster
-    by_name = {p.name: p for p in fed.parties()}
+    by_name = {p.name: p for p in fed.summaries()}
     assert by_name["hospital_a"].datasets == {"patients": [("age", "int64"), ("cost", "float64")]}
     assert by_name["dealer"].datasets == {}
 
