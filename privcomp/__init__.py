@@ -19,8 +19,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "simulate": ("privcomp.simulate", "simulate"),
-    "simulate_async": ("privcomp.simulate", "simulate_async"),
+    "simulate": ("privcomp.simulation", "simulate"),
+    "simulate_async": ("privcomp.simulation", "simulate_async"),
     "local": ("privcomp.local", "local"),
     "connect": ("privcomp.client", "connect"),
     "FixedPoint": ("privcomp.core.fixedpoint", "FixedPoint"),

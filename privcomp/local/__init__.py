@@ -238,7 +238,7 @@ def local(
         Randomness for shares, job ids and the dealer (default: the OS CSPRNG).
     triples:
         Correlated randomness for secure comparisons (quantiles, median, min, max, describe),
-        with the same meaning as in :func:`privcomp.simulate.simulate`:
+        with the same meaning as in :func:`privcomp.simulation.simulate`:
 
         * ``"he"`` (default): the job's parties generate it themselves by Paillier-based
           oblivious linear evaluation (:class:`~privcomp.protocols.he_triples.

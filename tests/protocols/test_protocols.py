@@ -12,7 +12,7 @@ from privcomp.core.rng import InsecureSeededRandom
 from privcomp.protocols import aggregate, arithmetic, comparison, primitives
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.secret_array import SecretArray
-from privcomp.simulate import simulate_async
+from privcomp.simulation import simulate_async
 
 PARTIES = [2, 3, 5]
 NETS = [

@@ -33,7 +33,7 @@ from privcomp.protocols.psi import (
     psi,
     random_permutation,
 )
-from privcomp.simulate import simulate
+from privcomp.simulation import simulate
 from privcomp.transport.memory import InMemoryNetwork
 
 

@@ -12,7 +12,7 @@ from privcomp.core.rng import InsecureSeededRandom
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.protocols.secret_array import SecretArray
-from privcomp.simulate import simulate_async
+from privcomp.simulation import simulate_async
 from privcomp.transport.memory import InMemoryNetwork
 
 

@@ -29,7 +29,7 @@ from privcomp.errors import (
     ProtocolError,
 )
 from privcomp.protocols.context import PartyContext
-from privcomp.simulate import simulate_async
+from privcomp.simulation import simulate_async
 
 SENTINEL_REAL = 271828.18284  # in range: sits next to the bad value in the same array
 SENTINEL_BIG = 79876543212345.25  # out of fixed-point range (2^46 at f = 16), not integral

@@ -27,7 +27,7 @@ import privcomp
 from privcomp.core.codec import array_from_bytes, array_to_bytes
 from privcomp.errors import CodecError, PrivcompError
 from privcomp.protocols.context import PartyContext, decode_ring
-from privcomp.simulate import simulate_async
+from privcomp.simulation import simulate_async
 
 PKG = Path(privcomp.__file__).resolve().parent
 EXCLUDED = (PKG / "proto",)

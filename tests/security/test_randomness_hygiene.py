@@ -29,7 +29,7 @@ from privcomp.core.codec import MAGIC, array_from_bytes
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
-from privcomp.simulate import simulate_async
+from privcomp.simulation import simulate_async
 from privcomp.transport.memory import InMemoryNetwork
 
 PKG = Path(privcomp.__file__).resolve().parent

@@ -24,7 +24,7 @@ from privcomp.protocols.stats_compare import (
 )
 from privcomp.protocols.stats_quantile import float_keys, order_statistics, sorted_keys
 from privcomp.protocols.triples import TripleSource
-from privcomp.simulate import simulate
+from privcomp.simulation import simulate
 
 
 def _shares(values: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:

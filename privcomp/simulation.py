@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
-import types
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -195,19 +193,5 @@ def simulate(
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="privcomp-sim") as pool:
         return pool.submit(asyncio.run, simulate_async(program, inputs, **coro_args)).result()
 
-
-class _CallableModule(types.ModuleType):
-    """Lets ``privcomp.simulate(...)`` work even where the package attribute is this module.
-
-    Importing the submodule ``privcomp.simulate`` binds the *module* to the package attribute
-    of the same name; a lazy ``privcomp.simulate`` re-export of the function would then be
-    shadowed. Calling the module forwards to :func:`simulate`.
-    """
-
-    def __call__(self, program: Program, inputs: Sequence[Any], **kwargs: Any) -> list[Any]:
-        return simulate(program, inputs, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Program", "TripleFactory", "simulate", "simulate_async"]
