@@ -14,6 +14,8 @@ own policy, the same SPMD programs as local mode — over mTLS peer streams, and
 released result comes back. Refusals raise the same errors as local mode
 (:class:`~privcomp.errors.GroupTooSmall` naming the group and ``k``,
 :class:`~privcomp.errors.DifferencingRefused`, :class:`~privcomp.errors.PolicyViolation`).
+Workers apply their policies to the *authenticated* analyst: per-requester rules name it by its
+certificate identity, ``analyst:<name>``.
 
 Low-level job access (any registered kind, YAML specs) stays available: ``fed.submit(spec)``,
 ``fed.job(id)``, ``fed.status(id)``, ``fed.jobs()``, ``fed.cancel(id)``, ``fed.result(id)``.

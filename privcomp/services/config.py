@@ -149,12 +149,21 @@ def read_table(path: Path) -> dict[str, list[str]]:
             import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
         except ImportError as exc:
             raise ConfigurationError("reading Parquet needs pyarrow (pip install pyarrow)") from exc
-        table = pq.read_table(path)
-        return {n: [str(v) for v in table.column(n).to_pylist()] for n in table.column_names}
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError, TypeError) as exc:  # ArrowInvalid is a ValueError
+            raise ConfigurationError(f"cannot read dataset file {path.name}") from exc
+        names = [str(n) for n in table.column_names]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"dataset file {path.name} has duplicate column names")
+        return {
+            n: [str(v) for v in c.to_pylist()] for n, c in zip(names, table.columns, strict=True)
+        }
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: files saved by Excel start with a byte-order mark, which pandas strips too.
+        with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigurationError(f"cannot read dataset file {path.name}") from exc
     if not rows:
         raise ConfigurationError(f"dataset file {path.name} is empty")

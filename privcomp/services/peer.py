@@ -3,7 +3,8 @@
 Each ``Deliver`` call carries one message; every chunk repeats ``job_id``, ``tag``, ``sender``
 and ``total_length``, and chunk indices count up from 0. The caller's certificate identity must
 be the job's party at index ``sender`` (a party cannot speak for another). Memory grows with the
-data actually received, so a claimed huge ``total_length`` costs nothing.
+data actually received, and a declared ``total_length`` above :data:`MAX_MESSAGE_BYTES` is
+refused at the first chunk.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
 from privcomp.rpc.channel import CHUNK_SIZE, peer_identity
 from privcomp.rpc.status import code_for
 from privcomp.rpc.transport import JobMailbox
+
+#: Largest message a peer may declare (4 GiB, far above any protocol round: 10^8 Beaver
+#: multiplications send 1.6 GB). Checked on the first chunk, before anything is buffered.
+MAX_MESSAGE_BYTES = 4 << 30
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +87,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             raise ConfigurationError("message for an unknown job")
         if not 0 <= chunk.sender < len(entry.names) or caller != entry.names[chunk.sender]:
             raise ConfigurationError("sender index does not match the caller's identity")
-        if chunk.total_length < 0:
-            raise ConfigurationError("negative message length")
+        if not 0 <= chunk.total_length <= MAX_MESSAGE_BYTES:
+            raise ConfigurationError(
+                f"declared message length outside [0, {MAX_MESSAGE_BYTES}] bytes"
+            )
         return entry
 
     async def Deliver(

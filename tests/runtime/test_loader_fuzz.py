@@ -36,8 +36,6 @@ from privcomp.services.frames import read_frame
 SEED = 17_2026
 KEY_COLUMNS = {"age", "cost"}
 PER_CASE_S = 5.0  # security.md T17 asks for 2 s per call; the shared 2-core box needs slack
-#: Categories whose failure in ``load_columns`` is a known, reported bug (see the xfail tests).
-LOAD_COLUMNS_KNOWN_BAD = frozenset({"parquet_corrupt", "parquet_dup_names", "csv_huge_field"})
 
 
 @dataclass(frozen=True)
@@ -372,27 +370,11 @@ def test_t17b_fuzz_frame_loader(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_t17b_fuzz_column_loader_except_known_bugs(tmp_path: Path) -> None:
-    """load_columns on every generated file but the categories of the reported bugs."""
-    _fuzz(tmp_path, run_load_columns, skip=LOAD_COLUMNS_KNOWN_BAD)
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG privcomp/services/config.py:152,156: load_columns lets pyarrow.ArrowInvalid "
-    "(corrupt/duplicate-name Parquet) and _csv.Error (field > 131072 chars) escape untyped",
-)
 def test_t17b_fuzz_column_loader_all_cases(tmp_path: Path) -> None:
     """load_columns on every generated file (the full property)."""
     _fuzz(tmp_path, run_load_columns)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG privcomp/services/config.py:152: pq.read_table is not wrapped, so a corrupt "
-    "Parquet file raises a bare pyarrow ArrowInvalid instead of ConfigurationError",
-)
 def test_load_columns_corrupt_parquet_is_typed(tmp_path: Path) -> None:
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"PAR1 not really parquet PAR1")
@@ -400,11 +382,6 @@ def test_load_columns_corrupt_parquet_is_typed(tmp_path: Path) -> None:
         load_columns(path, {"cost"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG privcomp/services/config.py:156-157: csv.Error (field larger than the field "
-    "limit) is not caught, so a CSV with a huge cell raises a bare _csv.Error",
-)
 def test_load_columns_huge_csv_field_is_typed(tmp_path: Path) -> None:
     path = tmp_path / "huge.csv"
     path.write_bytes(b"age,cost\n1," + b"9" * 200_000 + b"\n")
@@ -412,12 +389,6 @@ def test_load_columns_huge_csv_field_is_typed(tmp_path: Path) -> None:
         load_columns(path, {"cost"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG privcomp/services/config.py:155: load_columns opens CSVs as 'utf-8', not "
-    "'utf-8-sig', so a BOM file (Excel) publishes column 'age' (pandas strips the BOM) but "
-    "PrepareJob then refuses: column 'age' is not in dataset file",
-)
 def test_both_loaders_agree_on_a_bom_csv(tmp_path: Path) -> None:
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbfage,cost\r\n30,1000.5\r\n40,2000.25\r\n")

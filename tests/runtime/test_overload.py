@@ -381,12 +381,6 @@ async def test_t19c_claimed_huge_length_is_not_allocated(
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG privcomp/services/peer.py:79-87 (_check_first): total_length has no upper "
-    "bound, so a stream claiming 10 GiB is accepted and buffered chunk by chunk (48 MiB here, "
-    "unbounded in general) instead of being refused at its first chunk",
-)
 async def test_t19c_huge_claim_is_refused_at_the_first_chunk(
     pki: tuple[Path, dict[str, Identity]],
 ) -> None:
@@ -395,5 +389,9 @@ async def test_t19c_huge_claim_is_refused_at_the_first_chunk(
         f"T19c long claim: {code}, pulled {pulled} chunks, RSS +{grew / 2**20:.1f} MiB, "
         f"{took:.2f} s"
     )
-    assert code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")
+    # The server refuses (INVALID_ARGUMENT) at the first chunk while the client still has
+    # megabytes in flight; under load the client may see the stream reset before the
+    # trailers and report INTERNAL. What matters is that nothing beyond a chunk or two was
+    # pulled and that the server keeps serving (checked in _claim).
+    assert code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL")
     assert pulled <= 2, f"the receiver buffered {pulled} MiB of a 10 GiB claim"

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_diabetes
 
 from privcomp.core.rng import InsecureSeededRandom
@@ -29,12 +31,12 @@ from privcomp.errors import (
 from privcomp.jobs.dealer_net import NetworkDealerSource, serve_dealer
 from privcomp.jobs.kinds import BenchMulKind, LocalData, StatsKind, validate_spec
 from privcomp.jobs.model import JobRecord, JobSpec, JobState
-from privcomp.proto.v1 import common_pb2
+from privcomp.proto.v1 import common_pb2, peer_pb2
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.rpc import serde
 from privcomp.rpc.status import code_for, error_class_for, error_from_rpc
-from privcomp.rpc.transport import JobMailbox, chunk_requests
+from privcomp.rpc.transport import JobMailbox, chunk_requests, encode_chunk
 from privcomp.services.jobstore import JobRepository
 from privcomp.transport.memory import InMemoryNetwork
 
@@ -360,3 +362,33 @@ def test_bench_kind_matches_numpy() -> None:
     x1 = BenchMulKind.inputs(n, 4, 1).astype(np.int64)
     for out in asyncio.run(run()):
         assert out["sum"] == float(np.sum(x0 * x1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    job_id=st.text(max_size=70),
+    tag=st.text(max_size=40),
+    sender=st.integers(-(2**31), 2**31 - 1),
+    index=st.integers(-(2**31), 2**31 - 1),
+    total=st.integers(-(2**63), 2**63 - 1),
+    data=st.binary(max_size=300),
+)
+def test_hand_encoded_chunk_is_the_protobuf_encoding(
+    job_id: str, tag: str, sender: int, index: int, total: int, data: bytes
+) -> None:
+    """encode_chunk == DeliverRequest(...).SerializeToString(), and parses back."""
+    wire = encode_chunk(job_id, tag, sender, index, total, memoryview(data))
+    msg = peer_pb2.DeliverRequest(
+        job_id=job_id, tag=tag, sender=sender, chunk_index=index, total_length=total, data=data
+    )
+    assert wire == msg.SerializeToString(deterministic=True)
+    assert peer_pb2.DeliverRequest.FromString(wire) == msg
+
+
+def test_hand_encoded_chunk_of_a_full_mib() -> None:
+    data = bytes(range(256)) * 4096
+    wire = encode_chunk("job", "t", 2, 7, 10 * len(data), data)
+    back = peer_pb2.DeliverRequest.FromString(wire)
+    assert (back.job_id, back.tag, back.sender, back.chunk_index) == ("job", "t", 2, 7)
+    assert back.data == data
+    assert back.total_length == 10 * len(data)
