@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import privcomp.local as pl
+import privcomp.federation as pl
 from privcomp.backends.paillier import keygen
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.protocols.he_triples import PaillierTripleSource

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str | None]] = {
     "simulate": ("privcomp.simulation", "simulate"),
     "simulate_async": ("privcomp.simulation", "simulate_async"),
-    "local": ("privcomp.local", "local"),
+    "local": ("privcomp.federation", "local"),
     "connect": ("privcomp.client", "connect"),
     "FixedPoint": ("privcomp.core.fixedpoint", "FixedPoint"),
     "SecretArray": ("privcomp.protocols.secret_array", "SecretArray"),

@@ -41,9 +41,9 @@ from privcomp.errors import (
     PolicyViolation,
     PrivcompError,
 )
+from privcomp.federation.frames import Table
 from privcomp.jobs import stats_query
 from privcomp.jobs.model import JobSpec, JobState
-from privcomp.local.frames import Table
 from privcomp.policy.guard import ResultCache
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
@@ -325,7 +325,7 @@ def connect(
     deadline_s: float = STATS_DEADLINE_S,
     progress: bool = False,
 ) -> Federation:
-    """Connect to a coordinator as an analyst: the deployed twin of :func:`privcomp.local`.
+    """Connect to a coordinator as an analyst: the deployed twin of :func:`privcomp.federation`.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Local-mode :class:`Query` ⇄ ``stats_query`` job spec, in one place (layer: rpc).
 
-The client maps the query a :class:`~privcomp.local.frames.Table` builds to a
+The client maps the query a :class:`~privcomp.federation.frames.Table` builds to a
 :class:`~privcomp.jobs.model.JobSpec`; every worker maps the spec back to the identical query
 (with the requester set to the caller's authenticated identity, never to what the client
 claims) and runs it through its :class:`~privcomp.policy.worker.PartyWorker`.

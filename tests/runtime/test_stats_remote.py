@@ -30,10 +30,10 @@ from privcomp.errors import (
     JobFailedError,
     PolicyViolation,
 )
+from privcomp.federation import Federation as LocalFederation
+from privcomp.federation import local
 from privcomp.jobs.model import JobSpec
 from privcomp.jobs.stats_query import release_from_arrays, release_to_arrays, validate_params
-from privcomp.local import Federation as LocalFederation
-from privcomp.local import local
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
 from privcomp.protocols.stats_quantile import QuantileRelease

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-import privcomp.local as pl
+import privcomp.federation as pl
 from privcomp.core.rng import InsecureSeededRandom
 
 

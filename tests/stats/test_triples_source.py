@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import privcomp.local as pl
+import privcomp.federation as pl
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.errors import ConfigurationError, ProtocolError
 from privcomp.protocols.context import PartyContext

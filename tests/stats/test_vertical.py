@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from stats_helpers import assert_close
 
-import privcomp.local as pl
+import privcomp.federation as pl
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.errors import DuplicateKeyError, GroupTooSmall, PolicyViolation
 from privcomp.protocols.context import PartyContext

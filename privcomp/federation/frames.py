@@ -1,10 +1,10 @@
 """Pandas-shaped frames of a local federation: :class:`Table`, :class:`Column`, :class:`GroupBy`.
 
-Every statistic is one secure job (:meth:`privcomp.local.Federation.run`). ``attrs["error_bound"]``
-holds absolute bounds of the float64 evaluation (the secure sums themselves are exact): ``2 n u``
-relative for sums and means (u = 2^-53, n the pooled count), a few times that for var/std/cov,
-an absolute ``6 n u`` for correlations, 0 for counts, min and max (exact order statistics) and
-two ulps for interpolated quantiles.
+Every statistic is one secure job (:meth:`privcomp.federation.Federation.run`).
+``attrs["error_bound"]`` holds absolute bounds of the float64 evaluation (the secure sums
+themselves are exact): ``2 n u`` relative for sums and means (u = 2^-53, n the pooled count), a
+few times that for var/std/cov, an absolute ``6 n u`` for correlations, 0 for counts, min and
+max (exact order statistics) and two ulps for interpolated quantiles.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from privcomp.protocols.stats_job import Moments
 from privcomp.protocols.stats_quantile import QuantileRelease
 
 if TYPE_CHECKING:
-    from privcomp.local import Federation
-    from privcomp.local.joined import JoinedTable
+    from privcomp.federation import Federation
+    from privcomp.federation.joined import JoinedTable
 
 _U = 2.0**-53
 
@@ -268,7 +268,7 @@ class Table:
         Keys must be unique within each table; the joined rows are the keys both hold. Only
         the joined-row count and the intersection pattern are revealed by the alignment.
         """
-        from privcomp.local.joined import JoinedTable
+        from privcomp.federation.joined import JoinedTable
 
         for t in (self, other):
             if on not in t._columns:

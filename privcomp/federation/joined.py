@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from privcomp.errors import ConfigurationError
-from privcomp.local.frames import _attach, _gamma, _moment_table
+from privcomp.federation.frames import _attach, _gamma, _moment_table
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
 
 if TYPE_CHECKING:
-    from privcomp.local.frames import Table
+    from privcomp.federation.frames import Table
 
 
 class JoinedTable:

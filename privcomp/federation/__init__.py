@@ -276,8 +276,8 @@ def local(
 
 
 # Imported last: the frames need Federation only for type hints.
-from privcomp.local.frames import Column, Condition, GroupBy, Released, Table  # noqa: E402
-from privcomp.local.joined import JoinedGroupBy, JoinedTable  # noqa: E402
+from privcomp.federation.frames import Column, Condition, GroupBy, Released, Table  # noqa: E402
+from privcomp.federation.joined import JoinedGroupBy, JoinedTable  # noqa: E402
 
 __all__ = [
     "Column",
