@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import itertools
+import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -62,6 +64,26 @@ def _check_triples(triples: Triples) -> None:
             )
     elif not (isinstance(triples, TripleSource) or callable(triples)):
         raise ConfigurationError("triples must be 'he', 'dealer', a TripleSource or a factory")
+
+
+def _data_version(holders: Sequence[PartyWorker], query: Query) -> str | None:
+    """Digest of the job parties' tables of ``query``, so the cache never serves an answer
+    computed on data that changed since (in place or replaced). ``None``: not hashable, no
+    caching."""
+    names = (query.dataset,) if query.join is None else (query.dataset, query.join[0])
+    h = hashlib.sha256()
+    for w in holders:
+        for name in names:
+            df = w.datasets.get(name)
+            if df is None:
+                continue
+            head = [w.name, name, *map(str, df.columns), *map(str, df.dtypes)]
+            h.update(json.dumps(head).encode())
+            try:
+                h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+            except TypeError:
+                return None
+    return h.hexdigest()
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -151,11 +173,12 @@ class Federation:
 
     def run(self, query: Query) -> tuple[str, Release]:
         """Run one job, or return the cached answer of an identical query: ``(job_id, result)``."""
-        if self._cache is not None:
-            hit = self._cache.get(query)
+        holders = self._holders(query)
+        version = _data_version(holders, query) if self._cache is not None else None
+        if self._cache is not None and version is not None:
+            hit = self._cache.get(query, version)
             if hit is not None:
                 return hit
-        holders = self._holders(query)
         if len(holders) < 2:
             raise ConfigurationError(
                 f"dataset {query.dataset!r} is held by {len(holders)} party; joint statistics "
@@ -163,8 +186,8 @@ class Federation:
             )
         job_id = f"job-{next(self._jobs):04d}-{self._rng.random_bytes(4).hex()}"
         result = _run_sync(self._job(holders, query, job_id))
-        if self._cache is not None:
-            self._cache.put(query, (job_id, result))
+        if self._cache is not None and version is not None:
+            self._cache.put(query, (job_id, result), version)
         return job_id, result
 
     def _holders(self, query: Query) -> list[PartyWorker]:

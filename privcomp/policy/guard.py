@@ -64,7 +64,12 @@ def _pack(mask: np.ndarray) -> _Released:
 def _difference(a: _Released, b: _Released) -> int:
     if a.digest == b.digest:
         return 0
-    return int(np.bitwise_count(np.bitwise_xor(a.packed, b.packed)).sum())
+    pa, pb = a.packed, b.packed
+    if pa.size != pb.size:
+        # The table grew (or shrank) since: rows beyond the shorter mask are outside that set.
+        n = max(pa.size, pb.size)
+        pa, pb = np.pad(pa, (0, n - pa.size)), np.pad(pb, (0, n - pb.size))
+    return int(np.bitwise_count(np.bitwise_xor(pa, pb)).sum())
 
 
 @dataclass(slots=True)
@@ -130,17 +135,21 @@ class DisclosureGuard:
 
 @dataclass(slots=True)
 class ResultCache(Generic[T]):
-    """Released results by canonical query key: a repeated query gets the identical answer."""
+    """Released results by canonical query key: a repeated query gets the identical answer.
+
+    ``version`` identifies the data the result was computed on (e.g. a digest of the tables):
+    after the data changed, the same query misses instead of returning a stale answer.
+    """
 
     _store: dict[str, T] = field(default_factory=dict)
 
-    def get(self, query: Query) -> T | None:
-        """The earlier result of an identical query, if any."""
-        return self._store.get(query.key())
+    def get(self, query: Query, version: str = "") -> T | None:
+        """The earlier result of an identical query on the same data version, if any."""
+        return self._store.get(f"{query.key()}\0{version}")
 
-    def put(self, query: Query, result: T) -> None:
-        """Remember a released result."""
-        self._store[query.key()] = result
+    def put(self, query: Query, result: T, version: str = "") -> None:
+        """Remember a released result (of the data ``version``)."""
+        self._store[f"{query.key()}\0{version}"] = result
 
     def __len__(self) -> int:
         return len(self._store)

@@ -183,6 +183,10 @@ class SecretArray:
             o_share, o_fixed = other._share, other._fixed
         else:
             enc, o_fixed = self._public(other)
+            if self._fixed and not o_fixed:
+                # A public integer meeting a fixed-point secret is scaled by 2^f: encode it as
+                # fixed point so |v| >= 2^(62-f) raises instead of wrapping silently.
+                enc, o_fixed = self._ctx.fixed.encode(np.asarray(other)), True
             o_share = enc if self.party_id == 0 else np.zeros(enc.shape, dtype=np.uint64)
         if self._fixed == o_fixed:
             return self._share, o_share, self._fixed

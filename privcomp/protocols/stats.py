@@ -129,6 +129,10 @@ async def secure_sum_wide(
     ----
     2 rounds; each party sends ``2 (n-1) m`` ring elements of 32 bytes (m = vector length).
 
+    References
+    ----------
+    Cramer, Damgård, Nielsen, *Secure Multiparty Computation and Secret Sharing*, 2015, §1.2.
+
     Parameters
     ----------
     ctx:
@@ -166,7 +170,27 @@ async def secure_sum_wide(
 
 
 async def secure_sum_floats(ctx: PartyContext, values: np.ndarray, *, what: str) -> np.ndarray:
-    """Exact secure sum of float64 pre-aggregates (see the module docstring), as float64."""
+    """Exact secure sum of float64 pre-aggregates (see the module docstring), as float64.
+
+    Protocol
+    --------
+    1. Encode every value exactly at scale ``2**WIDE_FRAC_BITS`` and check the no-wrap bound.
+    2. :func:`agree` on the check, so a party out of range stops every party at once.
+    3. :func:`secure_sum_wide` of the encodings; decode the total, rounding once.
+
+    Security
+    --------
+    As :func:`secure_sum_wide`; the agreement round reveals only whether some party's
+    aggregate is out of range (the error names the bound, never a value).
+
+    Cost
+    ----
+    3 rounds; ``8 (n-1) + 64 (n-1) m`` bytes per party (m = number of aggregates).
+
+    References
+    ----------
+    Cramer, Damgård, Nielsen, 2015, §1.2.
+    """
     shape = np.shape(values)
     enc = encode_wide(values, what=what)
     try:
@@ -185,7 +209,23 @@ async def agree(ctx: PartyContext, code: int) -> list[int]:
 
     Used before anything data-dependent crosses party lines: a party whose policy refuses
     sends a non-zero code, so every party stops at the same point (nobody waits for shares
-    that will never come). One round; ``8 (n-1)`` bytes per party.
+    that will never come).
+
+    Protocol
+    --------
+    Every party sends its code to every peer (one broadcast round).
+
+    Security
+    --------
+    The codes are public by design (a refusal is announced anyway); no data is sent.
+
+    Cost
+    ----
+    1 round; ``8 (n-1)`` bytes per party.
+
+    References
+    ----------
+    None: a plain broadcast of public status codes.
     """
     tag = ctx.next_tag("agree")
     got = await ctx.exchange_all(tag, np.array([code], dtype=np.uint64))
@@ -204,7 +244,22 @@ Label = str | int | float | bool
 async def union_labels(ctx: PartyContext, labels: Sequence[Label]) -> list[Label]:
     """Exchange group labels (already cleared by every party's policy); return the sorted union.
 
-    One round. Labels are JSON scalars, so nothing but plain data is ever decoded.
+    Protocol
+    --------
+    Every party broadcasts its JSON-encoded labels; each takes the sorted union.
+
+    Security
+    --------
+    Reveals each party's label set, which every party's policy cleared before (a group of
+    0 or >= k records); labels are JSON scalars, so nothing but plain data is ever decoded.
+
+    Cost
+    ----
+    1 round; at most :data:`MAX_LABEL_BYTES` bytes to each peer.
+
+    References
+    ----------
+    None: a plain broadcast of policy-cleared public labels.
     """
     payload = json.dumps(list(labels)).encode()
     if len(payload) > MAX_LABEL_BYTES:

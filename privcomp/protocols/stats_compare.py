@@ -83,8 +83,24 @@ class SignMaterial:
 async def sign_material(ctx: PartyContext, values: int, width: int) -> SignMaterial:
     """Fetch (all parties, SPMD) the daBits and AND-triple bits of ``values`` sign tests.
 
-    Cost: one ``dabits`` call of ``values * width`` bits and one ``and_triples`` call of
+    Protocol
+    --------
+    1. ``values x width`` daBits; ``r = Σ_j 2^j b_j`` (additive) and the XOR bits, local.
+    2. AND triples, packed 64 gates a word, unpacked to one bit per gate.
+
+    Security
+    --------
+    As ``ctx.triples``; every element is used once (:class:`SignMaterial` is consumed front
+    to back and refuses to run past its end).
+
+    Cost
+    ----
+    One ``dabits`` call of ``values * width`` bits and one ``and_triples`` call of
     ``ceil(values * gates_per_value(width - 1) / 64)`` words from ``ctx.triples``.
+
+    References
+    ----------
+    Rotaru, Wood, "MArBled Circuits", INDOCRYPT 2019 (daBits); Beaver, CRYPTO 1991.
     """
     if width < 2 or width > 62:
         raise ConfigurationError(f"comparison width must lie in [2, 62], got {width}")

@@ -96,6 +96,14 @@ async def with_consent(
     Security
     --------
     Reveals one bit per party (whether its policy refused), which the refusal reveals anyway.
+
+    Cost
+    ----
+    1 round; ``8 (n-1)`` bytes per party, then the cost of ``program``.
+
+    References
+    ----------
+    None: a broadcast of public status codes before the protocol proper.
     """
     error: Exception | None = None
     try:

@@ -79,6 +79,12 @@ async def psi_tags(ctx: PartyContext, keys: Sequence[str]) -> list[list[bytes]]:
     ----
     n + 1 rounds; each party performs ``Σ_j |X_j|`` X25519 operations (~55 us each) and sends
     ``32 (Σ_{j≠i} |X_j| + n |X_i|)`` bytes.
+
+    References
+    ----------
+    C. Meadows, "A More Efficient Cryptographic Matchmaking Protocol", IEEE S&P 1986;
+    B. Huberman, M. Franklin, T. Hogg, "Enhancing Privacy and Trust in Electronic
+    Communities", ACM EC 1999; D. J. Bernstein, "Curve25519", PKC 2006.
     """
     n, me = ctx.n_parties, ctx.party_id
     nxt, prv = (me + 1) % n, (me - 1) % n

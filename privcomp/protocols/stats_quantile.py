@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privcomp.errors import ConfigurationError
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.stats import secure_sum_floats
 from privcomp.protocols.stats_compare import reveal_negative, sign_material, width_for
@@ -156,6 +157,12 @@ async def order_statistics(
     At most 64 steps of ``ceil(log2(k - 1)) + 2`` rounds (6 for ``pooled`` < 2^15) and
     2 preprocessing calls per chunk; per item and step ``k`` daBits and about ``2k`` bit-ANDs
     of material (9/8 of that with the checks) and ``16 + k / 2`` bytes to each peer.
+
+    References
+    ----------
+    G. Aggarwal, N. Mishra, B. Pinkas, "Secure Computation of the k-th Ranked Element",
+    EUROCRYPT 2004 (bisection on shared counts); O. Catrina, S. de Hoogh, "Improved Primitives
+    for Secure Multiparty Integer Computation", SCN 2010 (comparison).
     """
     m = len(plan)
     lo, hi = [_LO] * m, [_HI] * m
@@ -209,7 +216,19 @@ async def horizontal_quantiles(
     2 + at most 64 x (ceil(log2(k - 1)) + 2) rounds plus preprocessing,
     ``k = bit_length(n) + 1`` (6 a step below 16k rows), whatever the number of columns and
     quantiles; see :func:`order_statistics`.
+
+    References
+    ----------
+    Aggarwal, Mishra, Pinkas, EUROCRYPT 2004; R. J. Hyndman, Y. Fan, "Sample Quantiles in
+    Statistical Packages", The American Statistician 50(4), 1996 (definition 7 = ``linear``).
+
+    Raises
+    ------
+    ConfigurationError
+        If a probability is not a number in ``[0, 1]`` (checked before anything is sent).
     """
+    if not all(0.0 <= q <= 1.0 for q in qs):
+        raise ConfigurationError("quantile probabilities must lie in [0, 1]")
     keys = []
     counts = np.zeros(len(columns))
     for j, c in enumerate(columns):

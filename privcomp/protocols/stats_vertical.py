@@ -143,6 +143,11 @@ async def cross_products(
     2 rounds per owner pair; p sends ``|P_pq| n_left`` ciphertexts (512 bytes each for a
     2048-bit key), q returns ``n_left n_right``; q computes ``|P_pq| n_left n_right`` short
     modular exponentiations.
+
+    References
+    ----------
+    Paillier, EUROCRYPT 1999; Cramer, Damgård, Nielsen, 2015 (OLE from additively
+    homomorphic encryption).
     """
     me = ctx.party_id
     shares = [0] * (n_left * n_right)
@@ -212,7 +217,25 @@ async def _answer(
 
 
 async def sum_cross_shares(ctx: PartyContext, shares: Sequence[int]) -> np.ndarray:
-    """Reveal the totals of cross-product shares (exact; scale 2^-128) as float64."""
+    """Reveal the totals of cross-product shares (exact; scale 2^-128) as float64.
+
+    Protocol
+    --------
+    :func:`~privcomp.protocols.stats.secure_sum_wide` of the shares (unchecked: each share
+    is masked, only the total is bounded, by ``2^248``); scale the total by ``2^-128``.
+
+    Security
+    --------
+    As :func:`~privcomp.protocols.stats.secure_sum_wide`: only the totals are revealed.
+
+    Cost
+    ----
+    2 rounds; ``64 (n-1) m`` bytes per party (m = number of products).
+
+    References
+    ----------
+    Cramer, Damgård, Nielsen, 2015, §1.2.
+    """
     totals = await secure_sum_wide(ctx, shares, checked=False)
     # float(int) rounds once, correctly; ldexp by a power of two is exact.
     return np.array([math.ldexp(float(t), -2 * CROSS_FRAC_BITS) for t in totals])

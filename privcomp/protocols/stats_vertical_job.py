@@ -46,6 +46,11 @@ async def vertical_moments(
     Cost
     ----
     4 rounds (2 secure sums) + 2 per owner pair + 2 for the cross sum.
+
+    References
+    ----------
+    Paillier, EUROCRYPT 1999; Chan, Golub, LeVeque, The American Statistician 37(3), 1983
+    (centred two-pass moments).
     """
     me_side = req.sides[ctx.party_id]
     m = len(req.columns)
@@ -109,9 +114,23 @@ async def vertical_grouped(
     cross-party products (:func:`cross_products`); value columns on the key side are
     pre-aggregated locally. Columns on the other side than the key must be complete.
 
+    Protocol
+    --------
+    1. :func:`~privcomp.protocols.stats.union_labels` of the key side's labels.
+    2. Secure sum of row counts, counts and sums of the key side's columns per group.
+    3. Group indicators x the other side's columns by :func:`cross_products`, one secure sum.
+
+    Security
+    --------
+    As :func:`vertical_moments`; additionally the (policy-cleared) group labels are revealed.
+
     Cost
     ----
     1 round (labels) + 2 (secure sum) + cross products as in :func:`vertical_moments`.
+
+    References
+    ----------
+    Paillier, EUROCRYPT 1999; Cramer, Damgård, Nielsen, 2015.
     """
     me_side = req.sides[ctx.party_id]
     key_side = req.by_side

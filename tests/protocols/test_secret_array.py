@@ -9,6 +9,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from privcomp.core.rng import InsecureSeededRandom
+from privcomp.errors import EncodingOverflowError
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.protocols.secret_array import SecretArray
@@ -144,3 +145,23 @@ def test_equality_operators_refuse_and_point_to_eq() -> None:
         hash(x)
     with pytest.raises(TypeError):
         _ = {x}
+
+
+async def test_public_integer_beyond_fixed_range_raises_not_wraps() -> None:
+    # 2^50 fits the integer range (2^62) but not fixed point (2^(62-16)): x + 2^50 used to
+    # wrap silently after the public operand was shifted by the fractional bits.
+    big = 1 << 50
+
+    async def program(ctx: PartyContext, x: Any) -> Any:
+        xs = await ctx.input(x)
+        ok = await (xs[0] + 7).reveal()
+        try:
+            xs[0] + big
+        except EncodingOverflowError as exc:
+            return ok, exc.bound
+        return ok, None
+
+    outs = await simulate_async(program, [np.array([1.5]), np.array([0.0])], triples="dealer")
+    ok, bound = outs[0]
+    np.testing.assert_allclose(ok, [8.5])
+    assert bound == float(1 << 46)

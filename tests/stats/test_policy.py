@@ -118,3 +118,28 @@ def test_refusal_stops_every_party_promptly() -> None:
     with pytest.raises(GroupTooSmall):
         t.groupby("grp")["x"].mean()
     assert time.monotonic() - start < 5.0  # nobody waited for a round deadline
+
+
+def test_cache_not_stale_after_data_changed_and_growth_is_guarded() -> None:
+    rng = np.random.default_rng(3)
+    a = pd.DataFrame({"bmi": rng.normal(27, 4, 100)})
+    b = pd.DataFrame({"bmi": rng.normal(27, 4, 100)})
+    fed = federate([a, b])
+    first = fed.table("patients")["bmi"].mean()
+    assert first == fed.table("patients")["bmi"].mean()  # cached
+    # In-place change of a value: the same query must not return the old answer.
+    a.loc[0, "bmi"] += 1000.0
+    changed = fed.table("patients")["bmi"].mean()
+    expected = float(pd.concat([a, b])["bmi"].mean())
+    assert abs(float(changed) - expected) <= 1e-9 * abs(expected)
+    assert changed.attrs["job_id"] != first.attrs["job_id"]
+    # One appended row: the new set differs from the released one by 1 < k rows.
+    a.loc[len(a)] = [30.0]
+    with pytest.raises(DifferencingRefused):
+        fed.table("patients")["bmi"].mean()
+    # k more rows: released, and equal to pandas on the pooled rows.
+    for _ in range(11):
+        a.loc[len(a)] = [25.0]
+    grown = fed.table("patients")["bmi"].mean()
+    expected = float(pd.concat([a, b])["bmi"].mean())
+    assert abs(float(grown) - expected) <= 1e-9 * abs(expected)

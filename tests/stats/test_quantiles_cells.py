@@ -91,3 +91,18 @@ def test_sorted_keys_equals_sorting_the_keys() -> None:
     assert np.array_equal(sorted_keys(x), np.sort(float_keys(x)))
     assert sorted_keys(x)[0] >= KEY_MIN
     assert sorted_keys(x)[-1] <= KEY_MAX
+
+
+def test_worker_refuses_probabilities_outside_unit_interval() -> None:
+    # The coordinator-side check can be bypassed by a raw Query (as a gRPC worker receives):
+    # q = 1.5 used to be clamped silently to the maximum instead of raising.
+    from privcomp.errors import ConfigurationError
+    from privcomp.policy.query import Query
+
+    fed = federate([pd.DataFrame({"x": np.arange(20.0)}), pd.DataFrame({"x": np.arange(20.0)})])
+    for q in (1.5, -0.1, float("nan")):
+        query = Query("patients", "quantile", ("x",), ("quantile",), quantiles=(q,))
+        with pytest.raises(ConfigurationError, match=r"\[0, 1\]"):
+            fed.run(query)
+    ok = Query("patients", "quantile", ("x",), ("quantile",), quantiles=(1.0,))
+    assert fed.run(ok)[1].values[0, 0] == 19.0  # type: ignore[union-attr]
