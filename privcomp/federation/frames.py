@@ -85,7 +85,42 @@ class Condition:
         return f"Condition({self.expr!r})"
 
 
-class Table:
+def _moment_series(job_id: str, m: Moments, op: str, index: Sequence[str]) -> pd.Series:
+    """One per-column moment as a pandas Series carrying its job id and error bounds."""
+    figs, bounds = _moment_table(m, (op,))
+    dtype = "int64" if op == "count" else "float64"
+    out = pd.Series(figs[op][0], index=list(index), dtype=dtype)
+    return _attach(out, job_id, pd.Series(bounds[op][0], index=list(index)))
+
+
+class MomentMethods:
+    """``count``/``sum``/``mean``/``var``/``std`` per numeric column, as pandas names them."""
+
+    def _series(self, op: str) -> pd.Series:
+        raise NotImplementedError
+
+    def count(self) -> pd.Series:
+        """Non-missing values per numeric column."""
+        return self._series("count")
+
+    def sum(self) -> pd.Series:
+        """Sum per numeric column."""
+        return self._series("sum")
+
+    def mean(self) -> pd.Series:
+        """Mean per numeric column."""
+        return self._series("mean")
+
+    def var(self) -> pd.Series:
+        """Sample variance (ddof=1) per numeric column."""
+        return self._series("var")
+
+    def std(self) -> pd.Series:
+        """Sample standard deviation (ddof=1) per numeric column."""
+        return self._series("std")
+
+
+class Table(MomentMethods):
     """The stacked rows of every party holding a dataset; statistics run as secure jobs."""
 
     def __init__(
@@ -151,30 +186,8 @@ class Table:
         return job_id, *_moment_table(m, ops)
 
     def _series(self, op: str) -> pd.Series:
-        job_id, figs, bounds = self._stats((op,))
-        dtype = "int64" if op == "count" else "float64"
-        out = pd.Series(figs[op][0], index=self._numeric, dtype=dtype)
-        return _attach(out, job_id, pd.Series(bounds[op][0], index=self._numeric))
-
-    def count(self) -> pd.Series:
-        """Non-missing values per numeric column."""
-        return self._series("count")
-
-    def sum(self) -> pd.Series:
-        """Sum per numeric column."""
-        return self._series("sum")
-
-    def mean(self) -> pd.Series:
-        """Mean per numeric column."""
-        return self._series("mean")
-
-    def var(self) -> pd.Series:
-        """Sample variance (ddof=1) per numeric column."""
-        return self._series("var")
-
-    def std(self) -> pd.Series:
-        """Sample standard deviation (ddof=1) per numeric column."""
-        return self._series("std")
+        job_id, m = self._run(self._query("moments", self._numeric, (op,)))
+        return _moment_series(job_id, m, op, self._numeric)
 
     def _quantiles(self, qs: Sequence[float], ops: Sequence[str]) -> tuple[str, QuantileRelease]:
         if not all(0.0 <= q <= 1.0 for q in qs):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from privcomp.errors import ConfigurationError
-from privcomp.federation.frames import _attach, _gamma, _moment_table
+from privcomp.federation.frames import MomentMethods, _attach, _gamma, _moment_series, _moment_table
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from privcomp.federation.frames import Table
 
 
-class JoinedTable:
+class JoinedTable(MomentMethods):
     """Rows of ``left`` and ``right`` whose key ``on`` both hold (one-to-one)."""
 
     def __init__(self, left: Table, right: Table, on: str) -> None:
@@ -76,30 +76,7 @@ class JoinedTable:
 
     def _series(self, op: str) -> pd.Series:
         job_id, m = self._run(self._query(self._numeric, (op,)))
-        figs, bounds = _moment_table(m, (op,))
-        dtype = "int64" if op == "count" else "float64"
-        out = pd.Series(figs[op][0], index=self._numeric, dtype=dtype)
-        return _attach(out, job_id, pd.Series(bounds[op][0], index=self._numeric))
-
-    def count(self) -> pd.Series:
-        """Non-missing values per numeric column of the joined rows."""
-        return self._series("count")
-
-    def sum(self) -> pd.Series:
-        """Sum per numeric column of the joined rows."""
-        return self._series("sum")
-
-    def mean(self) -> pd.Series:
-        """Mean per numeric column of the joined rows."""
-        return self._series("mean")
-
-    def var(self) -> pd.Series:
-        """Sample variance per numeric column of the joined rows."""
-        return self._series("var")
-
-    def std(self) -> pd.Series:
-        """Sample standard deviation per numeric column of the joined rows."""
-        return self._series("std")
+        return _moment_series(job_id, m, op, self._numeric)
 
     def _pairs(self, op: str) -> pd.DataFrame:
         job_id, m = self._run(self._query(self._numeric, (op,)))
