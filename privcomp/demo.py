@@ -76,14 +76,13 @@ class Cluster:
 
     def start(self, name: str, args: list[str]) -> None:
         """Start ``python -m privcomp.cli.main ARGS`` with its log in the temp dir."""
-        log = (self.directory / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "privcomp.cli.main", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-        )
-        log.close()
+        with (self.directory / f"{name}.log").open("wb") as log:  # the child keeps its own fd
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "privcomp.cli.main", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
 
     def wait_file(self, path: Path, name: str, timeout: float = 20.0) -> str:
         """Wait for a port file; fail early if the process died."""
@@ -112,29 +111,25 @@ class Cluster:
                 p.wait()
 
 
+def _start_coordinator(cluster: Cluster, timeout: float = 20.0) -> str:
+    args = ["coordinator", "--pki", "pki", "--db", "jobs.db", "--listen", "127.0.0.1:0"]
+    cluster.start("coordinator", [*args, "--port-file", "coordinator.addr"])
+    return cluster.wait_file(cluster.directory / "coordinator.addr", "coordinator", timeout)
+
+
 def start_cluster(directory: Path, parties: tuple[str, ...] = PARTIES) -> tuple[Cluster, str]:
     """Start a coordinator and one worker per party; return the cluster and coordinator address."""
     cluster = Cluster(directory)
-    cluster.start(
-        "coordinator",
-        [
-            "coordinator",
-            "--pki",
-            "pki",
-            "--db",
-            "jobs.db",
-            "--listen",
-            "127.0.0.1:0",
-            "--port-file",
-            "coordinator.addr",
-        ],
-    )
-    address = cluster.wait_file(directory / "coordinator.addr", "coordinator")
-    for party in parties:
-        cfg = _worker_config(directory, party, address)
-        cluster.start(party, ["worker", str(cfg), "--port-file", f"{party}.addr"])
-    for party in parties:
-        cluster.wait_file(directory / f"{party}.addr", party)
+    try:
+        address = _start_coordinator(cluster)
+        for party in parties:
+            cfg = _worker_config(directory, party, address)
+            cluster.start(party, ["worker", str(cfg), "--port-file", f"{party}.addr"])
+        for party in parties:
+            cluster.wait_file(directory / f"{party}.addr", party)
+    except BaseException:
+        cluster.stop()  # the caller never receives the cluster: do not leak its processes
+        raise
     return cluster, address
 
 
@@ -207,7 +202,7 @@ class Deployment:
         try:
             names = [*data, *(["dealer"] if dealer else [])]
             create_pki(dep.pki_dir, names, [analyst])
-            dep.address = dep._start_coordinator()
+            dep.address = _start_coordinator(dep.cluster, 60.0)
             for party, tables in data.items():
                 cfg = dep._worker_config(party, tables, (policies or {}).get(party), file_format)
                 dep.cluster.start(party, ["worker", str(cfg), "--port-file", f"{party}.addr"])
@@ -222,11 +217,6 @@ class Deployment:
             dep.stop()
             raise
         return dep
-
-    def _start_coordinator(self) -> str:
-        args = ["coordinator", "--pki", "pki", "--db", "jobs.db", "--listen", "127.0.0.1:0"]
-        self.cluster.start("coordinator", [*args, "--port-file", "coordinator.addr"])
-        return self.cluster.wait_file(self.directory / "coordinator.addr", "coordinator", 60.0)
 
     def _worker_config(
         self,

@@ -73,6 +73,17 @@ def server_options(keepalive: Keepalive | None = None) -> list[Option]:
     ]
 
 
+def peer_options(party: str) -> list[Option]:
+    """Options of a channel to ``party``'s worker: its certificate must name ``party``.
+
+    Hostname verification would accept *any* federation certificate valid for the address
+    (every development certificate names 127.0.0.1), e.g. the coordinator's at an address it
+    advertised for a party; requiring the party name as the TLS target name refuses that
+    server at the handshake, so shares only ever reach the intended party.
+    """
+    return [("grpc.ssl_target_name_override", party)]
+
+
 def server_credentials(identity: Identity) -> grpc.ServerCredentials:
     """mTLS server credentials: our certificate, client certificates required from our CA."""
     return grpc.ssl_server_credentials(

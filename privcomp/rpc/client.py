@@ -157,14 +157,19 @@ class Federation:
             delay = min(1.0, delay * 2)
         raise ConfigurationError("unreachable")  # pragma: no cover
 
+    def _unary(self, what: str, method: Callable[..., T], request: Any) -> T:
+        """One unary call with deadline and token; every coordinator unary call is idempotent
+        (reads, cancel, and submit with its idempotency key), so UNAVAILABLE is retried."""
+        return self._call(
+            what,
+            lambda: method(request, timeout=self._timeout, metadata=self._md),
+            idempotent=True,
+        )
+
     def parties(self) -> list[PartySummary]:
         """Registered parties and their dataset schemas (names and types only)."""
-        resp = self._call(
-            "list parties",
-            lambda: self._stub.ListParties(
-                coordinator_pb2.ListPartiesRequest(), timeout=self._timeout, metadata=self._md
-            ),
-            idempotent=True,
+        resp = self._unary(
+            "list parties", self._stub.ListParties, coordinator_pb2.ListPartiesRequest()
         )
         return [
             PartySummary(p.name, p.address, p.online, serde.schemas_from_proto(p.datasets))
@@ -179,11 +184,7 @@ class Federation:
         req = coordinator_pb2.SubmitJobRequest(
             spec=serde.job_spec_to_proto(js), idempotency_key=idempotency_key or uuid.uuid4().hex
         )
-        resp = self._call(
-            "submit",
-            lambda: self._stub.SubmitJob(req, timeout=self._timeout, metadata=self._md),
-            idempotent=True,
-        )
+        resp = self._unary("submit", self._stub.SubmitJob, req)
         return Job(self, resp.status.job_id)
 
     def job(self, job_id: str) -> Job:
@@ -192,27 +193,15 @@ class Federation:
 
     def status(self, job_id: str) -> JobInfo:
         """Status of a job."""
-        resp = self._call(
-            "status",
-            lambda: self._stub.GetJob(
-                coordinator_pb2.GetJobRequest(job_id=job_id),
-                timeout=self._timeout,
-                metadata=self._md,
-            ),
-            idempotent=True,
+        resp = self._unary(
+            "status", self._stub.GetJob, coordinator_pb2.GetJobRequest(job_id=job_id)
         )
         return _info(resp.status)
 
     def jobs(self, limit: int = 20) -> list[JobInfo]:
         """The caller's most recent jobs."""
-        resp = self._call(
-            "list jobs",
-            lambda: self._stub.ListJobs(
-                coordinator_pb2.ListJobsRequest(limit=limit),
-                timeout=self._timeout,
-                metadata=self._md,
-            ),
-            idempotent=True,
+        resp = self._unary(
+            "list jobs", self._stub.ListJobs, coordinator_pb2.ListJobsRequest(limit=limit)
         )
         return [_info(s) for s in resp.jobs]
 
@@ -261,27 +250,15 @@ class Federation:
                 party=info.failing_party,
                 phase=info.phase,
             )
-        resp = self._call(
-            "result",
-            lambda: self._stub.GetResult(
-                coordinator_pb2.GetResultRequest(job_id=job_id),
-                timeout=self._timeout,
-                metadata=self._md,
-            ),
-            idempotent=True,
+        resp = self._unary(
+            "result", self._stub.GetResult, coordinator_pb2.GetResultRequest(job_id=job_id)
         )
         return serde.result_from_proto(resp.result)
 
     def cancel(self, job_id: str) -> JobInfo:
         """Cancel a job."""
-        resp = self._call(
-            "cancel",
-            lambda: self._stub.CancelJob(
-                coordinator_pb2.CancelJobRequest(job_id=job_id),
-                timeout=self._timeout,
-                metadata=self._md,
-            ),
-            idempotent=True,
+        resp = self._unary(
+            "cancel", self._stub.CancelJob, coordinator_pb2.CancelJobRequest(job_id=job_id)
         )
         return _info(resp.status)
 

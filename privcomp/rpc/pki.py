@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ from privcomp.errors import ConfigurationError
 COORDINATOR_IDENTITY = "coordinator"
 ANALYST_PREFIX = "analyst:"
 TOKENS_FILE = "tokens.json"
+#: Party names usable as a DNS SAN: a worker verifies that the server it sends shares to holds
+#: the certificate of the party it means (see :func:`privcomp.rpc.channel.peer_options`).
+PARTY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,10 @@ def issue(
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     sans: list[x509.GeneralName] = []
-    for h in hosts:
+    # The identity itself is a SAN, so a peer can require it as the TLS target name (a server
+    # at the right address with another identity's certificate is then refused).
+    names = (*hosts, identity) if PARTY_NAME.fullmatch(identity) else hosts
+    for h in names:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
@@ -187,6 +194,14 @@ def create_pki(directory: Path, parties: list[str], analysts: list[str]) -> dict
     names = [COORDINATOR_IDENTITY, *parties, *(ANALYST_PREFIX + a for a in analysts)]
     if len(set(names)) != len(names):
         raise ConfigurationError("party and analyst names must be unique")
+    # TLS name matching ignores case, and every certificate also names localhost.
+    bad = [p for p in parties if not PARTY_NAME.fullmatch(p) or p.lower() == "localhost"]
+    if bad:
+        raise ConfigurationError(
+            f"party names must match {PARTY_NAME.pattern} and not be 'localhost': {bad}"
+        )
+    if len({n.lower() for n in names}) != len(names):
+        raise ConfigurationError("party names must be unique ignoring case")
     out: dict[str, Identity] = {}
     hashes_by_identity: dict[str, str] = {}
     for name in names:

@@ -138,6 +138,14 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     async def _abort(self, context: Any, exc: PrivcompError) -> None:
         await context.abort(code_for(exc), str(exc))
 
+    async def _owned_or_abort(self, job_id: str, context: Any) -> JobRecord:
+        """The caller's job, or abort the call (NOT_FOUND also for another analyst's job)."""
+        try:
+            return self._owned(job_id, self._identify(context))
+        except PrivcompError as exc:
+            await self._abort(context, exc)
+            raise
+
     # -- registry --------------------------------------------------------------------------
 
     async def RegisterParty(
@@ -233,11 +241,7 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.GetJobResponse:
         """Status of one of the caller's jobs."""
         self.handled += 1
-        try:
-            rec = self._owned(request.job_id, self._identify(context))
-        except PrivcompError as exc:
-            await self._abort(context, exc)
-            raise
+        rec = await self._owned_or_abort(request.job_id, context)
         return coordinator_pb2.GetJobResponse(status=serde.job_status_to_proto(rec))
 
     async def ListJobs(
@@ -280,11 +284,7 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.CancelJobResponse:
         """Cancel one of the caller's jobs (a terminal job is returned unchanged)."""
         self.handled += 1
-        try:
-            rec = self._owned(request.job_id, self._identify(context))
-        except PrivcompError as exc:
-            await self._abort(context, exc)
-            raise
+        rec = await self._owned_or_abort(request.job_id, context)
         if not rec.state.terminal:
             rec = self._save(rec.transition(JobState.CANCELLED, reason="cancelled by requester"))
             task = self._tasks.get(rec.job_id)
@@ -298,13 +298,11 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.GetResultResponse:
         """The released result of a SUCCEEDED job (FAILED_PRECONDITION otherwise)."""
         self.handled += 1
-        try:
-            rec = self._owned(request.job_id, self._identify(context))
-            if rec.state != JobState.SUCCEEDED or rec.result is None:
-                raise JobStateError(f"job {rec.job_id} is {rec.state.value}, no result")
-        except PrivcompError as exc:
+        rec = await self._owned_or_abort(request.job_id, context)
+        if rec.state != JobState.SUCCEEDED or rec.result is None:
+            exc = JobStateError(f"job {rec.job_id} is {rec.state.value}, no result")
             await self._abort(context, exc)
-            raise
+            raise exc
         return coordinator_pb2.GetResultResponse(
             status=serde.job_status_to_proto(rec),
             result=serde.result_to_proto(serde.result_from_record(rec.result)),
@@ -409,6 +407,12 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             await self._fail(rec.job_id, "job deadline exceeded", slow, phases[slow][0])
         except PrivcompError as exc:
             await self._fail(rec.job_id, str(exc), "", "finish")
+        except Exception as exc:
+            # A job must never stay RUNNING (R5). E.g. a malformed result from a worker: its
+            # text may quote values, so only the type is recorded.
+            slow = min(phases, key=lambda n: phases[n][1])
+            reason = f"internal error ({type(exc).__name__})"
+            await self._fail(rec.job_id, reason, "", phases[slow][0])
         finally:
             self._tasks.pop(rec.job_id, None)
 

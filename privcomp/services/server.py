@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from privcomp.errors import ServiceUnavailableError
+from privcomp.errors import PrivcompError, ServiceUnavailableError
 from privcomp.proto.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
@@ -28,7 +28,13 @@ from privcomp.proto.v1 import (
     worker_pb2_grpc,
 )
 from privcomp.rpc import serde
-from privcomp.rpc.auth import AuthInterceptor, is_analyst, is_coordinator, is_party
+from privcomp.rpc.auth import (
+    AuthInterceptor,
+    bearer_metadata,
+    is_analyst,
+    is_coordinator,
+    is_party,
+)
 from privcomp.rpc.channel import add_port, aio_channel, server_options, split_host
 from privcomp.rpc.pki import Identity, load_identity, load_token_hashes
 from privcomp.rpc.status import error_from_rpc
@@ -168,7 +174,7 @@ async def register_loop(
     req = coordinator_pb2.RegisterPartyRequest(
         name=config.name, address=address, datasets=serde.schemas_to_proto(schemas)
     )
-    md = (("authorization", f"Bearer {identity.token}"),) if identity and identity.token else ()
+    md = bearer_metadata(identity.token) if identity and identity.token else ()
     registered = False
     try:
         while not stop.is_set():
@@ -208,7 +214,7 @@ async def serve_worker(config: WorkerConfig, port_file: Path | None = None) -> N
         exc = reg.exception()
         run.stop.set()
         await run.server.stop(None)
-        if isinstance(exc, ServiceUnavailableError | PermissionError):
+        if isinstance(exc, PrivcompError):  # e.g. UNAUTHENTICATED / PERMISSION_DENIED
             raise exc
         raise ServiceUnavailableError(f"registration failed: {exc}")
     logger.info("worker %s shutting down", config.name)

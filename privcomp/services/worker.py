@@ -46,10 +46,9 @@ from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.protocols.triples import TripleSource
 from privcomp.rpc import serde
-from privcomp.rpc.channel import aio_channel
+from privcomp.rpc.channel import aio_channel, peer_options
 from privcomp.rpc.pki import Identity
 from privcomp.rpc.stats_spec import datasets_of, query_from_spec
-from privcomp.rpc.status import code_for
 from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
 from privcomp.services.config import WorkerConfig, load_columns
 from privcomp.services.frames import FrameStore
@@ -173,6 +172,7 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
                     self.identity,
                     keepalive=self.config.keepalive,
                     insecure_dev=self.config.insecure_dev,
+                    extra_options=peer_options(peer.name) if self.identity else (),
                 )
         return job
 
@@ -195,6 +195,11 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         except PrivcompError as exc:
             logger.info("job %s refused: %s", request.job_id, exc)
             return worker_pb2.PrepareJobResponse(accepted=False, reason=str(exc))
+        except Exception as exc:
+            # E.g. a reader error quoting a cell: only the type leaves this worker (and its log).
+            logger.info("job %s refused: %s", request.job_id, type(exc).__name__)
+            reason = f"party {self.config.name}: internal error ({type(exc).__name__})"
+            return worker_pb2.PrepareJobResponse(accepted=False, reason=reason)
         self.jobs[job.job_id] = job
         asyncio.get_running_loop().call_later(
             max(0.0, job.deadline_unix - time.time()) + 5.0, self._expire, job.job_id
@@ -272,7 +277,9 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
                 st.bytes_received,
             )
             return worker_pb2.RunJobResponse(result=serde.result_to_proto(released))
-        except (PrivcompError, TimeoutError, ValueError, TypeError, KeyError, ArithmeticError) as e:
+        except Exception as e:
+            # Anything escaping reaches the caller as UNKNOWN with the exception text (which may
+            # quote data): report a typed failure instead.
             return self._failure_of(e, job)
 
     def _failure_of(self, exc: BaseException, job: WorkerJob) -> worker_pb2.RunJobResponse:
@@ -351,8 +358,3 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         else:
             await self._drop(job.job_id)
         return worker_pb2.WorkerCancelJobResponse(known=True)
-
-
-def status_code(exc: BaseException) -> grpc.StatusCode:
-    """Status code for an exception (re-exported for the server module)."""
-    return code_for(exc)
