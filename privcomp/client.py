@@ -325,7 +325,7 @@ def connect(
     deadline_s: float = STATS_DEADLINE_S,
     progress: bool = False,
 ) -> Federation:
-    """Connect to a coordinator as an analyst: the deployed twin of :func:`privcomp.federation.local`.
+    """Connect to a coordinator as an analyst: the deployed twin of :func:`privcomp.local`.
 
     Parameters
     ----------

@@ -193,3 +193,14 @@ class DuplicateKeyError(PrivcompError, ValueError):
             f"party {party}: the join keys contain duplicates; each key must identify one row"
         )
         self.party = party
+
+
+# --- runtime hardening ----------------------------------------------------------------------------
+
+
+class IdempotencyConflictError(ConfigurationError):
+    """An idempotency key of a requester was reused for a different job spec."""
+
+
+class ResourceLimitExceededError(PrivcompError, RuntimeError):
+    """A configured resource cap (e.g. pending peer bytes of a job) would be exceeded."""

@@ -23,6 +23,7 @@ from privcomp.errors import (
     PolicyViolation,
     PrivcompError,
     ProtocolError,
+    ResourceLimitExceededError,
     ServiceUnavailableError,
     TransportError,
 )
@@ -39,6 +40,7 @@ STATUS_TABLE: tuple[tuple[type[PrivcompError], grpc.StatusCode], ...] = (
     (JobFailedError, grpc.StatusCode.ABORTED),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (ResourceLimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ConfigurationError, grpc.StatusCode.INVALID_ARGUMENT),
     (EncodingError, grpc.StatusCode.INVALID_ARGUMENT),
     (CodecError, grpc.StatusCode.INVALID_ARGUMENT),

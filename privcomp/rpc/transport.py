@@ -23,14 +23,29 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from privcomp.errors import ConfigurationError, PeerFailedError, TransportError
+from privcomp.errors import (
+    ConfigurationError,
+    PeerFailedError,
+    ResourceLimitExceededError,
+    TransportError,
+)
 from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
 from privcomp.rpc.channel import CHUNK_SIZE
 from privcomp.transport.base import TransportStats
 
+#: Default cap on a job's pending peer bytes (received, not yet consumed): 2 GiB, above any
+#: protocol round in use (10^8 Beaver multiplications send 1.6 GB in one message).
+DEFAULT_MAX_PENDING_BYTES = 2 << 30
+
 
 class JobMailbox:
     """Messages received for one job, keyed by ``(sender, tag)``.
+
+    The bytes received for the job and not yet consumed by ``get`` (including messages still
+    being reassembled) are capped: a peer that sends under tags nobody reads cannot grow this
+    worker's memory without bound. The message that would cross the cap is refused at the
+    chunk that crosses it (:meth:`reserve`), and the mailbox is closed with a
+    :class:`~privcomp.errors.PeerFailedError` naming the sender, which fails the job.
 
     Parameters
     ----------
@@ -38,13 +53,43 @@ class JobMailbox:
         The job.
     n_parties:
         Number of parties (senders are ``0 .. n_parties - 1``).
+    max_pending_bytes:
+        Cap on the job's received but not yet consumed bytes.
+    names:
+        Party names by index (to name the sender in errors; ``#i`` if absent).
     """
 
-    def __init__(self, job_id: str, n_parties: int) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        n_parties: int,
+        *,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        names: Sequence[str] = (),
+    ) -> None:
+        if max_pending_bytes <= 0:
+            raise ConfigurationError("max_pending_bytes must be positive")
         self.job_id = job_id
         self.n_parties = n_parties
+        self.max_pending_bytes = max_pending_bytes
+        self._names = tuple(names)
         self._slots: dict[tuple[int, str], asyncio.Future[bytes]] = {}
+        self._sizes: dict[tuple[int, str], int] = {}
+        self._pending = 0
         self._closed: BaseException | None = None
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received (or reserved by messages in reassembly) and not yet consumed."""
+        return self._pending
+
+    def _name(self, sender: int) -> str:
+        return self._names[sender] if 0 <= sender < len(self._names) else f"#{sender}"
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            # The close reason, e.g. the PeerFailedError of a sender that exceeded the cap.
+            raise self._closed
 
     def _slot(self, sender: int, tag: str) -> asyncio.Future[bytes]:
         key = (sender, tag)
@@ -54,35 +99,74 @@ class JobMailbox:
             self._slots[key] = fut
         return fut
 
-    def deliver(self, sender: int, tag: str, payload: bytes) -> None:
-        """Store a reassembled message (a second message under the same key is refused)."""
-        if self._closed is not None:
-            raise TransportError(f"job {self.job_id} is closed")
-        if not 0 <= sender < self.n_parties:
-            raise ConfigurationError(f"sender index out of range for job {self.job_id}")
-        fut = self._slot(sender, tag)
-        if fut.done():
-            raise ConfigurationError(f"duplicate message from party {sender} under tag {tag!r}")
+    def reserve(self, sender: int, nbytes: int) -> None:
+        """Count ``nbytes`` more of a message from ``sender`` against the cap.
+
+        Raises
+        ------
+        ResourceLimitExceededError
+            The job's pending bytes would exceed the cap: nothing is counted, and the mailbox
+            is closed with a PeerFailedError naming the sender (the job fails).
+        """
+        self._check_open()
+        if self._pending + nbytes > self.max_pending_bytes:
+            name = self._name(sender)
+            msg = (
+                f"party {name} exceeded the cap of {self.max_pending_bytes} pending peer bytes "
+                f"in job {self.job_id}"
+            )
+            self.close(PeerFailedError(msg, party=name))
+            raise ResourceLimitExceededError(msg)
+        self._pending += nbytes
+
+    def release(self, nbytes: int) -> None:
+        """Return bytes reserved by a message that was not delivered."""
+        self._pending = max(0, self._pending - nbytes)
+
+    def deliver(self, sender: int, tag: str, payload: bytes, *, reserved: bool = False) -> None:
+        """Store a reassembled message (a second message under the same key is refused).
+
+        ``reserved``: the payload's bytes were already counted chunk by chunk (PeerService);
+        they are released again if the message is refused here.
+        """
+        try:
+            self._check_open()
+            if not 0 <= sender < self.n_parties:
+                raise ConfigurationError(f"sender index out of range for job {self.job_id}")
+            fut = self._slot(sender, tag)
+            if fut.done():
+                raise ConfigurationError(f"duplicate message from party {sender} under tag {tag!r}")
+        except BaseException:
+            if reserved:
+                self.release(len(payload))
+            raise
+        if not reserved:
+            self.reserve(sender, len(payload))
+        self._sizes[(sender, tag)] = len(payload)
         fut.set_result(payload)
 
     async def get(self, sender: int, tag: str, wait_s: float) -> bytes:
         """Wait for the message of ``sender`` under ``tag`` (raises TimeoutError)."""
-        if self._closed is not None:
-            raise TransportError(f"job {self.job_id} is closed")
+        self._check_open()
         fut = self._slot(sender, tag)
         async with asyncio.timeout(wait_s):
             payload = await asyncio.shield(fut)
         del self._slots[(sender, tag)]  # free memory; a tag is used once
+        self.release(self._sizes.pop((sender, tag), 0))
         return payload
 
     def close(self, reason: BaseException | None = None) -> None:
         """Fail every pending receive and refuse further deliveries."""
+        if self._closed is not None:
+            return  # keep the first reason (e.g. the sender that exceeded the cap)
         self._closed = reason or TransportError(f"job {self.job_id} is closed")
         for fut in self._slots.values():
             if not fut.done():
                 fut.set_exception(self._closed)
                 fut.exception()  # mark retrieved: nobody may be waiting
         self._slots.clear()
+        self._sizes.clear()
+        self._pending = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

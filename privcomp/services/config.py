@@ -16,6 +16,12 @@ Configuration files are TOML (``.toml``) or YAML (``.yaml``/``.yml``). Example w
     columns = ["age", "cost"]
     operations = ["count", "sum", "mean", "var"]
 
+Optional worker settings include ``round_timeout_s`` (30), ``heartbeat_s`` (5) and
+``max_pending_peer_bytes`` (2147483648 = 2 GiB): the most bytes peers may have sent for one job
+that its protocol has not consumed yet. A peer whose message would cross it is refused
+(RESOURCE_EXHAUSTED) and the job fails naming that party; raise it only for jobs whose single
+rounds exceed 2 GiB.
+
 Only schemas (column names and types) ever leave the worker; the rows stay in the file.
 """
 
@@ -33,6 +39,7 @@ from privcomp.errors import ConfigurationError
 from privcomp.jobs.kinds import LocalData
 from privcomp.policy.model import Policy
 from privcomp.rpc.channel import Keepalive
+from privcomp.rpc.transport import DEFAULT_MAX_PENDING_BYTES
 from privcomp.types import FloatArray
 
 
@@ -61,6 +68,12 @@ class WorkerConfig:
     round_timeout_s: float = 30.0
     heartbeat_s: float = 5.0
     keepalive: Keepalive = field(default_factory=Keepalive)
+    #: Cap on one job's peer bytes received but not yet consumed (default 2 GiB).
+    max_pending_peer_bytes: int = DEFAULT_MAX_PENDING_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_pending_peer_bytes <= 0:
+            raise ConfigurationError("max_pending_peer_bytes must be a positive number of bytes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +132,9 @@ def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig
             insecure_dev=bool(data.get("insecure_dev", False)),
             round_timeout_s=float(data.get("round_timeout_s", 30.0)),
             heartbeat_s=float(data.get("heartbeat_s", 5.0)),
+            max_pending_peer_bytes=int(
+                data.get("max_pending_peer_bytes", DEFAULT_MAX_PENDING_BYTES)
+            ),
             keepalive=Keepalive(
                 time_ms=int(data.get("keepalive_time_ms", 10_000)),
                 timeout_ms=int(data.get("keepalive_timeout_ms", 5_000)),

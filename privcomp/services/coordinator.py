@@ -221,7 +221,12 @@ class Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             owner=caller,
             idempotency_key=request.idempotency_key,
         )
-        stored = self.store.insert(rec)
+        try:
+            # Same owner and key: the earlier job if the spec is the same, refused otherwise.
+            stored = self.store.insert(rec)
+        except PrivcompError as exc:
+            await self._abort(context, exc)
+            raise
         created = stored.job_id == rec.job_id
         if created:
             self._changed[rec.job_id] = asyncio.Event()

@@ -80,7 +80,13 @@ class JobRepository:
         self.db = SqliteJobStore(path)
 
     def insert(self, rec: JobRecord) -> JobRecord:
-        """Insert (or return the job with the same owner and idempotency key)."""
+        """Insert (or return the job with the same owner, idempotency key and spec).
+
+        Raises
+        ------
+        IdempotencyConflictError
+            The owner already used the key for a different spec.
+        """
         return from_stored(self.db.insert(to_stored(rec)))
 
     def update(self, rec: JobRecord) -> None:

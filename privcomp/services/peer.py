@@ -4,7 +4,9 @@ Each ``Deliver`` call carries one message; every chunk repeats ``job_id``, ``tag
 and ``total_length``, and chunk indices count up from 0. The caller's certificate identity must
 be the job's party at index ``sender`` (a party cannot speak for another). Memory grows with the
 data actually received, and a declared ``total_length`` above :data:`MAX_MESSAGE_BYTES` is
-refused at the first chunk.
+refused at the first chunk. Every chunk is counted against the job's cap on pending peer bytes
+(:class:`~privcomp.rpc.transport.JobMailbox`, worker setting ``max_pending_peer_bytes``): the
+chunk that would cross it is refused with RESOURCE_EXHAUSTED and the job fails naming the sender.
 """
 
 from __future__ import annotations
@@ -56,28 +58,37 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         entry: MailboxEntry | None = None
         parts: list[bytes] = []
         size = 0
-        async for chunk in request_iterator:
-            if first is None:
-                first = chunk
-                entry = self._check_first(chunk, caller)
-            elif (
-                chunk.job_id != first.job_id
-                or chunk.tag != first.tag
-                or chunk.sender != first.sender
-                or chunk.total_length != first.total_length
-            ):
-                raise ConfigurationError("chunk header changed within one message")
-            data = chunk.data
-            if chunk.chunk_index != len(parts) or len(data) > CHUNK_SIZE:
-                raise ConfigurationError("chunk out of order or larger than 1 MiB")
-            size += len(data)
-            if size > first.total_length:
-                raise ConfigurationError("message longer than its declared length")
-            parts.append(data)
-        if first is None or entry is None:
-            raise ConfigurationError("empty message stream")
-        if size != first.total_length:
-            raise ConfigurationError("message shorter than its declared length")
+        try:
+            async for chunk in request_iterator:
+                if first is None:
+                    first = chunk
+                    entry = self._check_first(chunk, caller)
+                elif (
+                    chunk.job_id != first.job_id
+                    or chunk.tag != first.tag
+                    or chunk.sender != first.sender
+                    or chunk.total_length != first.total_length
+                ):
+                    raise ConfigurationError("chunk header changed within one message")
+                data = chunk.data
+                if chunk.chunk_index != len(parts) or len(data) > CHUNK_SIZE:
+                    raise ConfigurationError("chunk out of order or larger than 1 MiB")
+                if size + len(data) > first.total_length:
+                    raise ConfigurationError("message longer than its declared length")
+                # Counted against the job's pending-bytes cap before it is kept: the chunk
+                # that would cross the cap is refused and nothing more is buffered.
+                if entry is not None:
+                    entry.mailbox.reserve(first.sender, len(data))
+                size += len(data)
+                parts.append(data)
+            if first is None or entry is None:
+                raise ConfigurationError("empty message stream")
+            if size != first.total_length:
+                raise ConfigurationError("message shorter than its declared length")
+        except BaseException:
+            if entry is not None:
+                entry.mailbox.release(size)  # e.g. a stream cut off mid-message
+            raise
         # One copy at the end instead of growing a buffer chunk by chunk.
         return entry, first.sender, first.tag, parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -100,7 +111,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         caller = peer_identity(context.auth_context())
         try:
             entry, sender, tag, payload = await self._assemble(request_iterator, caller)
-            entry.mailbox.deliver(sender, tag, payload)
+            entry.mailbox.deliver(sender, tag, payload, reserved=True)
         except PrivcompError as exc:
             code = code_for(exc)
             if code == grpc.StatusCode.INVALID_ARGUMENT and "unknown job" in str(exc):

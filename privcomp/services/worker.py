@@ -162,7 +162,12 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
             index=index,
             deadline_unix=req.deadline_unix,
             data=data,
-            mailbox=JobMailbox(req.job_id, len(names)),
+            mailbox=JobMailbox(
+                req.job_id,
+                len(names),
+                max_pending_bytes=self.config.max_pending_peer_bytes,
+                names=names,
+            ),
             query=query,
         )
         for i, peer in enumerate(req.peers):

@@ -6,17 +6,24 @@ WAL mode lets the coordinator's readers run while a writer commits, and survives
 (``PRAGMA integrity_check`` stays ``ok``). On start-up :meth:`SqliteJobStore.fail_running`
 marks every job left PENDING or RUNNING by a previous process as FAILED("coordinator
 restarted"), so no job is ever stuck (T23).
+
+Idempotency keys are bound to the spec: next to the key the store keeps ``spec_sha256``, the
+SHA-256 of the canonical spec JSON, and a reuse of an (owner, key) pair with another spec is
+refused (:class:`~privcomp.errors.IdempotencyConflictError`) instead of silently returning the
+earlier job. A database written before this column existed is migrated on open (column added,
+digests computed from the stored specs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from privcomp.errors import ConfigurationError, JobNotFoundError
+from privcomp.errors import ConfigurationError, IdempotencyConflictError, JobNotFoundError
 
 ACTIVE_STATES = ("PENDING", "RUNNING")
 FAILED_STATE = "FAILED"
@@ -34,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    result TEXT
+    result TEXT,
+    spec_sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(owner, idempotency_key)
     WHERE idempotency_key != '';
@@ -57,6 +65,12 @@ class StoredJob:
     created_at: float = 0.0
     updated_at: float = 0.0
     result_json: str | None = None
+    spec_sha256: str = ""
+
+
+def spec_digest(spec_json: str) -> str:
+    """SHA-256 (hex) of a spec's canonical JSON text."""
+    return hashlib.sha256(spec_json.encode()).hexdigest()
 
 
 def _row(row: sqlite3.Row) -> StoredJob:
@@ -73,6 +87,7 @@ def _row(row: sqlite3.Row) -> StoredJob:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         result_json=row["result"],
+        spec_sha256=row["spec_sha256"],
     )
 
 
@@ -95,6 +110,25 @@ class SqliteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add ``spec_sha256`` to a database created before it existed and fill it in."""
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)").fetchall()}
+        if "spec_sha256" in cols:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN spec_sha256 TEXT NOT NULL DEFAULT ''")
+            rows = self._db.execute("SELECT job_id, spec FROM jobs").fetchall()
+            self._db.executemany(
+                "UPDATE jobs SET spec_sha256=? WHERE job_id=?",
+                [(spec_digest(r["spec"]), r["job_id"]) for r in rows],
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""
@@ -108,7 +142,14 @@ class SqliteJobStore:
             return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     def insert(self, rec: StoredJob) -> StoredJob:
-        """Insert a new job; with an existing (owner, idempotency key) return that job instead."""
+        """Insert a new job; with an existing (owner, idempotency key) return that job instead.
+
+        Raises
+        ------
+        IdempotencyConflictError
+            The owner already used the key for a job with a different spec.
+        """
+        digest = spec_digest(rec.spec_json)
         with self._lock:
             if rec.idempotency_key:
                 row = self._db.execute(
@@ -116,11 +157,17 @@ class SqliteJobStore:
                     (rec.owner, rec.idempotency_key),
                 ).fetchone()
                 if row is not None:
+                    if row["spec_sha256"] != digest:
+                        # The message names neither spec: only that the key was reused.
+                        raise IdempotencyConflictError(
+                            "this idempotency key was already used by the same requester for "
+                            "a different job spec; use a new key for a new job"
+                        )
                     return _row(row)
             self._db.execute(
                 "INSERT INTO jobs (job_id, owner, idempotency_key, spec, state, reason, "
-                "failing_party, phase, progress, created_at, updated_at, result) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                "failing_party, phase, progress, created_at, updated_at, result, spec_sha256) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL,?)",
                 (
                     rec.job_id,
                     rec.owner,
@@ -133,9 +180,10 @@ class SqliteJobStore:
                     rec.progress,
                     rec.created_at,
                     rec.updated_at,
+                    digest,
                 ),
             )
-            return rec
+            return replace(rec, spec_sha256=digest)
 
     def update(self, rec: StoredJob) -> None:
         """Persist state, reason, party, phase, progress and result of ``rec``."""
