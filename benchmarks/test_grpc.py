@@ -59,7 +59,7 @@ from privcomp.rpc.auth import AuthInterceptor
 from privcomp.rpc.channel import add_port, server_options
 from privcomp.rpc.pki import load_identity
 from privcomp.rpc.transport import JobMailbox
-from privcomp.services.peer import MailboxEntry, PeerServicer
+from privcomp.services.peer import MailboxEntry, PeerServicer, add_peer_servicer
 from privcomp.services.server import WORKER_RULES
 
 async def sink(request_iterator, context):
@@ -88,8 +88,7 @@ async def main():
                                   "/bench.Raw/SinkKeep": lambda who: who == "hospital_a",
                                   "/bench.Raw/SinkProto": lambda who: who == "hospital_a"})
     server = grpc.aio.server(interceptors=(AuthInterceptor(rules),), options=server_options())
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(
-        PeerServicer(lambda j: entry if j == "bench" else None), server)
+    add_peer_servicer(PeerServicer(lambda j: entry if j == "bench" else None), server)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "bench.Raw", {"Sink": grpc.stream_unary_rpc_method_handler(sink),
                       "SinkKeep": grpc.stream_unary_rpc_method_handler(sink_keep),

@@ -236,6 +236,83 @@ def encode_chunk(
     return b"".join((head, b"\x32", _varint(len(data)), data))  # field 6, length-delimited
 
 
+@dataclass(frozen=True, slots=True)
+class RawChunk:
+    """One ``DeliverRequest`` parsed from its wire bytes (:func:`decode_chunk`)."""
+
+    job_id: str
+    tag: str
+    sender: int
+    chunk_index: int
+    total_length: int
+    data: memoryview  # a view into the wire bytes: no copy
+
+
+_INT32 = 1 << 31
+_INT64 = 1 << 63
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a varint at ``pos`` (at most 10 bytes, within ``buf``): (value, next pos)."""
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(buf))):
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if value > _MASK64:
+                break  # a 10th byte carrying more than the top bit
+            return value, i + 1
+        shift += 7
+    raise ConfigurationError("malformed peer chunk: truncated or overlong varint")
+
+
+def decode_chunk(buf: bytes) -> RawChunk:
+    """Parse the wire bytes of one ``DeliverRequest`` (the inverse of :func:`encode_chunk`).
+
+    Strict: only fields 1-6, each at most once and with its declared wire type, varints of at
+    most 10 bytes, int32 values in range, lengths within the buffer, UTF-8 strings. Fields may
+    come in any order and zeros may be omitted (proto3), so ``SerializeToString`` output parses
+    too. The data stays a view into ``buf``.
+
+    Raises
+    ------
+    ConfigurationError
+        The bytes are not a well-formed ``DeliverRequest`` (→ INVALID_ARGUMENT).
+    """
+    ints = [0, 0, 0]  # sender, chunk_index, total_length (fields 3-5, varint)
+    blobs: list[memoryview] = [memoryview(b"")] * 3  # job_id, tag, data (fields 1, 2, 6)
+    seen = 0
+    view = memoryview(buf)
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if not 1 <= field <= 6 or seen >> field & 1:
+            raise ConfigurationError("malformed peer chunk: unknown or repeated field")
+        seen |= 1 << field
+        if field in (1, 2, 6):
+            if wire != 2:
+                raise ConfigurationError("malformed peer chunk: wrong wire type")
+            n, pos = _read_varint(buf, pos)
+            if n > end - pos:
+                raise ConfigurationError("malformed peer chunk: length beyond the message")
+            blobs[0 if field == 1 else 1 if field == 2 else 2] = view[pos : pos + n]
+            pos += n
+        else:
+            if wire != 0:
+                raise ConfigurationError("malformed peer chunk: wrong wire type")
+            v, pos = _read_varint(buf, pos)
+            v = v - (1 << 64) if v >= _INT64 else v  # two's complement, as protobuf
+            if field != 5 and not -_INT32 <= v < _INT32:
+                raise ConfigurationError("malformed peer chunk: int32 field out of range")
+            ints[field - 3] = v
+    try:
+        job_id, tag = str(blobs[0], "utf-8"), str(blobs[1], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError("malformed peer chunk: string field is not UTF-8") from exc
+    return RawChunk(job_id, tag, ints[0], ints[1], ints[2], blobs[2])
+
+
 def chunk_requests(
     job_id: str, tag: str, sender: int, payload: bytes, chunk_size: int = CHUNK_SIZE
 ) -> list[peer_pb2.DeliverRequest]:

@@ -7,10 +7,16 @@ data actually received, and a declared ``total_length`` above :data:`MAX_MESSAGE
 refused at the first chunk. Every chunk is counted against the job's cap on pending peer bytes
 (:class:`~privcomp.rpc.transport.JobMailbox`, worker setting ``max_pending_peer_bytes``): the
 chunk that would cross it is refused with RESOURCE_EXHAUSTED and the job fails naming the sender.
+
+Registered with :func:`add_peer_servicer`, the handler gets each chunk's wire bytes and parses
+them strictly itself (:func:`~privcomp.rpc.transport.decode_chunk`), copying the data once, as
+it arrives, into the message; registered with the generated
+``add_PeerServiceServicer_to_server`` it gets parsed ``DeliverRequest``s and behaves the same.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,13 +28,28 @@ from privcomp.errors import ConfigurationError, PrivcompError
 from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
 from privcomp.rpc.channel import CHUNK_SIZE, peer_identity
 from privcomp.rpc.status import code_for
-from privcomp.rpc.transport import JobMailbox
+from privcomp.rpc.transport import DELIVER_METHOD, JobMailbox, RawChunk, decode_chunk
 
 #: Largest message a peer may declare (4 GiB, far above any protocol round: 10^8 Beaver
 #: multiplications send 1.6 GB). Checked on the first chunk, before anything is buffered.
 MAX_MESSAGE_BYTES = 4 << 30
 
 logger = logging.getLogger(__name__)
+
+
+def _as_raw(item: bytes | peer_pb2.DeliverRequest) -> RawChunk:
+    """A chunk as raw wire bytes (:func:`add_peer_servicer`) or a parsed message (generated
+    registration), in one form."""
+    if isinstance(item, bytes):
+        return decode_chunk(item)
+    return RawChunk(
+        item.job_id,
+        item.tag,
+        item.sender,
+        item.chunk_index,
+        item.total_length,
+        memoryview(item.data),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +73,16 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self._lookup = lookup
 
     async def _assemble(
-        self, request_iterator: AsyncIterator[peer_pb2.DeliverRequest], caller: str | None
+        self, request_iterator: AsyncIterator[bytes | peer_pb2.DeliverRequest], caller: str | None
     ) -> tuple[MailboxEntry, int, str, bytes]:
-        first: peer_pb2.DeliverRequest | None = None
+        first: RawChunk | None = None
         entry: MailboxEntry | None = None
-        parts: list[bytes] = []
+        buf = io.BytesIO()  # grows with the data received, as a bytes object
+        count = 0
         size = 0
         try:
-            async for chunk in request_iterator:
+            async for item in request_iterator:
+                chunk = _as_raw(item)
                 if first is None:
                     first = chunk
                     entry = self._check_first(chunk, caller)
@@ -71,7 +94,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 ):
                     raise ConfigurationError("chunk header changed within one message")
                 data = chunk.data
-                if chunk.chunk_index != len(parts) or len(data) > CHUNK_SIZE:
+                if chunk.chunk_index != count or len(data) > CHUNK_SIZE:
                     raise ConfigurationError("chunk out of order or larger than 1 MiB")
                 if size + len(data) > first.total_length:
                     raise ConfigurationError("message longer than its declared length")
@@ -80,7 +103,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 if entry is not None:
                     entry.mailbox.reserve(first.sender, len(data))
                 size += len(data)
-                parts.append(data)
+                # The one copy of the data, as each chunk arrives (overlapping the network)
+                # rather than a join of all chunks after the last one.
+                buf.write(data)
+                count += 1
             if first is None or entry is None:
                 raise ConfigurationError("empty message stream")
             if size != first.total_length:
@@ -89,10 +115,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             if entry is not None:
                 entry.mailbox.release(size)  # e.g. a stream cut off mid-message
             raise
-        # One copy at the end instead of growing a buffer chunk by chunk.
-        return entry, first.sender, first.tag, parts[0] if len(parts) == 1 else b"".join(parts)
+        # getvalue() hands over BytesIO's own bytes object (trimmed in place), no copy.
+        return entry, first.sender, first.tag, buf.getvalue()
 
-    def _check_first(self, chunk: peer_pb2.DeliverRequest, caller: str | None) -> MailboxEntry:
+    def _check_first(self, chunk: RawChunk, caller: str | None) -> MailboxEntry:
         entry = self._lookup(chunk.job_id)
         if entry is None:
             raise ConfigurationError("message for an unknown job")
@@ -105,7 +131,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         return entry
 
     async def Deliver(
-        self, request_iterator: AsyncIterator[peer_pb2.DeliverRequest], context: Any
+        self, request_iterator: AsyncIterator[bytes | peer_pb2.DeliverRequest], context: Any
     ) -> peer_pb2.DeliverResponse:
         """Reassemble one message and deliver it to the job's mailbox."""
         caller = peer_identity(context.auth_context())
@@ -121,3 +147,21 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             logger.info("refused peer message: %s", exc)
             await context.abort(code, str(exc))
         return peer_pb2.DeliverResponse(received=len(payload))
+
+
+def add_peer_servicer(servicer: PeerServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` for ``PeerService.Deliver`` with chunks handed over as raw bytes.
+
+    Replaces ``peer_pb2_grpc.add_PeerServiceServicer_to_server``: the chunks are parsed by
+    :func:`~privcomp.rpc.transport.decode_chunk` (strict; malformed → INVALID_ARGUMENT) and
+    their data is copied once, into the message, instead of into a protobuf message first.
+    """
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_unary_rpc_method_handler(
+        servicer.Deliver,
+        request_deserializer=None,  # grpc hands the handler the request bytes
+        response_serializer=peer_pb2.DeliverResponse.SerializeToString,
+    )
+    service, method = DELIVER_METHOD.lstrip("/").split("/")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
+    )

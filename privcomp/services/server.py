@@ -24,7 +24,6 @@ from privcomp.proto.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
     health_pb2_grpc,
-    peer_pb2_grpc,
     worker_pb2_grpc,
 )
 from privcomp.rpc import serde
@@ -42,7 +41,7 @@ from privcomp.services.config import CoordinatorConfig, WorkerConfig
 from privcomp.services.coordinator import Coordinator
 from privcomp.services.health import HealthServicer
 from privcomp.services.jobstore import JobRepository
-from privcomp.services.peer import PeerServicer
+from privcomp.services.peer import PeerServicer, add_peer_servicer
 from privcomp.services.worker import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ async def start_worker(config: WorkerConfig) -> tuple[Running, WorkerRuntime]:
     )
     runtime = WorkerRuntime(config, identity)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(runtime, server)
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(runtime.mailbox_entry), server)
+    add_peer_servicer(PeerServicer(runtime.mailbox_entry), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = add_port(server, config.listen, identity, insecure_dev=config.insecure_dev)

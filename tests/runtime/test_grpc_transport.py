@@ -13,10 +13,12 @@ import grpc
 import grpc.aio
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privcomp.core.rng import InsecureSeededRandom
-from privcomp.errors import PeerFailedError
-from privcomp.proto.v1 import peer_pb2, peer_pb2_grpc
+from privcomp.errors import ConfigurationError, PeerFailedError
+from privcomp.proto.v1 import peer_pb2
 from privcomp.protocols.aggregate import secure_sum
 from privcomp.protocols.arithmetic import mul_fixed
 from privcomp.protocols.context import PartyContext
@@ -25,8 +27,15 @@ from privcomp.protocols.primitives import input_arrays, reveal
 from privcomp.rpc.auth import AuthInterceptor
 from privcomp.rpc.channel import add_port, aio_channel, server_options
 from privcomp.rpc.pki import Identity
-from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
-from privcomp.services.peer import MailboxEntry, PeerServicer
+from privcomp.rpc.transport import (
+    DELIVER_METHOD,
+    GrpcTransport,
+    JobMailbox,
+    RoundDeadlines,
+    decode_chunk,
+    encode_chunk,
+)
+from privcomp.services.peer import MailboxEntry, PeerServicer, add_peer_servicer
 from privcomp.services.server import WORKER_RULES
 from privcomp.transport.memory import InMemoryNetwork
 
@@ -51,9 +60,7 @@ async def mesh(
         server = grpc.aio.server(
             interceptors=(AuthInterceptor(WORKER_RULES),), options=server_options()
         )
-        peer_pb2_grpc.add_PeerServiceServicer_to_server(
-            PeerServicer(lambda j, e=entry: e if j == job else None), server
-        )
+        add_peer_servicer(PeerServicer(lambda j, e=entry: e if j == job else None), server)
         ports.append(add_port(server, "127.0.0.1:0", ids[name]))
         await server.start()
         servers.append(server)
@@ -188,3 +195,100 @@ async def test_send_to_a_dead_peer_names_it(pki: tuple[Path, dict[str, object]])
             await ts[0].send(1, "t", b"x")
         assert err.value.party == "hospital_b"
         assert time.monotonic() - t0 < 2.5
+
+
+# --- raw chunk parser (decode_chunk, used by add_peer_servicer) ---------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    job_id=st.text(max_size=40),
+    tag=st.text(max_size=40),
+    sender=st.integers(-(2**31), 2**31 - 1),
+    index=st.integers(-(2**31), 2**31 - 1),
+    total=st.integers(-(2**63), 2**63 - 1),
+    data=st.binary(max_size=300),
+)
+def test_decode_chunk_round_trips_encode_chunk(
+    job_id: str, tag: str, sender: int, index: int, total: int, data: bytes
+) -> None:
+    wire = encode_chunk(job_id, tag, sender, index, total, data)
+    ref = peer_pb2.DeliverRequest(
+        job_id=job_id, tag=tag, sender=sender, chunk_index=index, total_length=total, data=data
+    )
+    assert wire == ref.SerializeToString()
+    got = decode_chunk(wire)
+    assert (got.job_id, got.tag, got.sender, got.chunk_index, got.total_length) == (
+        job_id,
+        tag,
+        sender,
+        index,
+        total,
+    )
+    assert bytes(got.data) == data
+
+
+def test_decode_chunk_accepts_any_field_order() -> None:
+    wire = b"\x32\x02hi" + b"\x28\x02" + b"\x0a\x01j" + b"\x18\x01"
+    got = decode_chunk(wire)
+    assert (got.job_id, got.tag, got.sender, got.chunk_index, got.total_length) == (
+        "j",
+        "",
+        1,
+        0,
+        2,
+    )
+    assert bytes(got.data) == b"hi"
+
+
+GOOD = encode_chunk("job1", "t", 1, 0, 3, b"abc")
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        (GOOD[:-1], "length beyond"),  # data shorter than its length prefix
+        (GOOD + b"\x32\x01z", "repeated"),  # a field twice
+        (GOOD + b"\x38\x01", "unknown"),  # field 7
+        (b"\x02\x00" + GOOD, "unknown"),  # field 0
+        (b"\x1a\x01x", "wire type"),  # sender (varint) sent length-delimited
+        (b"\x0b", "wire type"),  # job_id as a start-group
+        (b"\x18", "varint"),  # key without value
+        (b"\x18\xff\xff", "varint"),  # truncated varint
+        (b"\x18" + b"\xff" * 10 + b"\x01", "varint"),  # 11-byte varint
+        (b"\x28" + b"\xff" * 9 + b"\x02", "varint"),  # 10th byte beyond 64 bits
+        (b"\x18\x80\x80\x80\x80\x08", "out of range"),  # sender = 2^31
+        (b"\x0a\x02\xff\xfe", "UTF-8"),  # job_id not UTF-8
+        (b"\x32\x80\x80\x80\x80\x10", "length beyond"),  # data claims 4 GiB
+    ],
+)
+def test_decode_chunk_refuses_malformed_bytes(wire: bytes, why: str) -> None:
+    with pytest.raises(ConfigurationError, match=why):
+        decode_chunk(wire)
+
+
+async def test_malformed_raw_chunks_are_invalid_argument(
+    pki: tuple[Path, dict[str, object]],
+) -> None:
+    async with mesh(pki[1], 2) as (t0, t1):  # type: ignore[arg-type]
+        deliver = t1._deliver[0]  # hospital_b's raw Deliver to hospital_a (reaches in)
+        for bad in (
+            GOOD[:-1],  # length mismatch
+            b"\x18\xff\xff",  # truncated varint
+            GOOD + b"\x38\x01",  # unknown field number
+            b"\x1a\x01x",  # wrong wire type
+            encode_chunk("job1", "t", 1, 0, 5, b"abc"),  # shorter than its declared length
+            encode_chunk("job1", "t", 1, 1, 3, b"abc"),  # first chunk with index 1
+        ):
+
+            async def one(b: bytes = bad) -> AsyncIterator[bytes]:
+                yield b
+
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await deliver(one(), timeout=3)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert t0._mailbox.pending_bytes == 0  # nothing of the refused streams kept
+        # The server still serves well-formed chunks.
+        await t1.send(0, "ok", b"abc")
+        assert await t0.recv(1, "ok") == b"abc"
+        assert DELIVER_METHOD.endswith("/Deliver")
