@@ -21,13 +21,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
+from privcomp.core.rng import SystemRandomSource
 from privcomp.errors import (
     ConfigurationError,
     PeerFailedError,
@@ -54,7 +56,13 @@ from privcomp.services.config import WorkerConfig, load_columns
 from privcomp.services.frames import FrameStore
 from privcomp.services.peer import MailboxEntry
 
+if TYPE_CHECKING:
+    from privcomp.backends.paillier import PrivateKey, PublicKey
+
 logger = logging.getLogger(__name__)
+
+#: Paillier key pairs a worker keeps for reuse across "he" jobs (one per party layout).
+HE_KEY_CACHE_SIZE = 16
 
 
 @dataclass(slots=True)
@@ -105,6 +113,13 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         #: disclosure-control state (k-threshold, differencing history) across all its jobs.
         self.frames = FrameStore(config.datasets)
         self.party = PartyWorker(config.name, self.frames, config.policy)
+        #: This party's Paillier key pair per job-party layout, least recently used first.
+        #: Each is a prime search (randomised time); local mode keeps its keys across jobs too.
+        self._he_keys: OrderedDict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[PublicKey, PrivateKey]
+        ] = OrderedDict()
+        self._he_keygen = asyncio.Lock()  # concurrent first jobs of a layout generate once
+        self.he_keygens = 0  # key pairs generated (tests check reuse)
 
     def mailbox_entry(self, job_id: str) -> MailboxEntry | None:
         """Lookup used by the PeerService."""
@@ -228,14 +243,46 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         for ch in job.channels.values():
             await ch.close(grace=None)
 
-    def _context(self, job: WorkerJob, transport: GrpcTransport) -> PartyContext:
+    async def _he_keypair(self, job: WorkerJob) -> tuple[PublicKey, PrivateKey]:
+        """This party's Paillier key pair for the job's party layout (generated once, cached).
+
+        Only the key pair is kept across jobs: every job still gets a fresh
+        :class:`PaillierTripleSource` (fresh masks, triples and bits; its own public-key
+        exchange round), so a job that failed midway — or a peer that restarted with new
+        keys — leaves nothing half-set-up behind for the next job.
+        """
+        key = (tuple(sorted(job.spec.parties)), tuple(job.spec.parties))
+        async with self._he_keygen:
+            pair = self._he_keys.get(key)
+            if pair is None:
+                # Imported here: the Paillier engine is needed only by "he" jobs.
+                from privcomp.backends.paillier import keygen
+                from privcomp.protocols.he_triples import DEFAULT_KEY_BITS
+
+                pair = await asyncio.to_thread(keygen, DEFAULT_KEY_BITS, SystemRandomSource())
+                self.he_keygens += 1
+                self._he_keys[key] = pair
+                if len(self._he_keys) > HE_KEY_CACHE_SIZE:
+                    self._he_keys.popitem(last=False)
+            self._he_keys.move_to_end(key)
+        return pair
+
+    def _context(
+        self,
+        job: WorkerJob,
+        transport: GrpcTransport,
+        he_keys: tuple[PublicKey, PrivateKey] | None,
+    ) -> PartyContext:
         triples: TripleSource
         if job.spec.triple_source == "dealer":
             triples = NetworkDealerSource(len(job.spec.parties))
         else:
             from privcomp.protocols.he_triples import PaillierTripleSource
 
-            triples = PaillierTripleSource()
+            # Without cached keys (None) the source generates its own at its first call.
+            triples = PaillierTripleSource(
+                keypairs=None if he_keys is None else {job.index: he_keys}
+            )
         return PartyContext(transport=transport, triples=triples, job_id=job.job_id)
 
     async def _execute(
@@ -268,7 +315,8 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
                         transport, len(job.spec.parties), TrustedDealer(len(job.spec.parties))
                     )
                     return worker_pb2.RunJobResponse(result=common_pb2.JobResult())
-                ctx = self._context(job, transport)
+                he = None if job.spec.triple_source == "dealer" else await self._he_keypair(job)
+                ctx = self._context(job, transport, he)
                 released = await self._released(ctx, job, progress)
                 if isinstance(ctx.triples, NetworkDealerSource):
                     await ctx.triples.stop(ctx)
