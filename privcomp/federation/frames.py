@@ -93,11 +93,48 @@ def _moment_series(job_id: str, m: Moments, op: str, index: Sequence[str]) -> pd
     return _attach(out, job_id, pd.Series(bounds[op][0], index=list(index)))
 
 
+def _pair_frame(
+    job_id: str,
+    op: str,
+    mat: np.ndarray,
+    cov: np.ndarray | None,
+    rows: float,
+    cols: Sequence[str],
+) -> pd.DataFrame:
+    """A released cov/corr matrix as a DataFrame carrying its job id and error bounds.
+
+    Bounds: ``3 gamma_n sd_i sd_j`` for covariances, ``6 gamma_n`` for correlations.
+    """
+    g = _gamma(rows)
+    if op == "cov":
+        d = np.sqrt(np.abs(np.diag(cov if cov is not None else mat)))
+        bound = 3 * g * np.outer(d, d)
+    else:
+        bound = np.full(mat.shape, 6 * g)
+    cols = list(cols)
+    return _attach(
+        pd.DataFrame(mat, index=cols, columns=cols),
+        job_id,
+        pd.DataFrame(bound, index=cols, columns=cols),
+    )
+
+
 class MomentMethods:
-    """``count``/``sum``/``mean``/``var``/``std`` per numeric column, as pandas names them."""
+    """``count/sum/mean/var/std`` per numeric column and ``cov/corr``, as pandas names them."""
 
     def _series(self, op: str) -> pd.Series:
         raise NotImplementedError
+
+    def _pairs(self, op: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def cov(self) -> pd.DataFrame:
+        """Covariance matrix (pairwise-complete rows, ddof=1)."""
+        return self._pairs("cov")
+
+    def corr(self) -> pd.DataFrame:
+        """Pearson correlation matrix (pairwise-complete rows)."""
+        return self._pairs("corr")
 
     def count(self) -> pd.Series:
         """Non-missing values per numeric column."""
@@ -248,26 +285,7 @@ class Table(MomentMethods):
         mat = m.cov if op == "cov" else m.corr
         if mat is None:
             raise ConfigurationError(f"{op} needs at least one numeric column")
-        g = _gamma(np.max(m.count))
-        if op == "cov":
-            d = np.sqrt(np.abs(np.diag(mat)))
-            bound = 3 * g * np.outer(d, d)
-        else:
-            bound = np.full(mat.shape, 6 * g)
-        cols = self._numeric
-        return _attach(
-            pd.DataFrame(mat, index=cols, columns=cols),
-            job_id,
-            pd.DataFrame(bound, index=cols, columns=cols),
-        )
-
-    def cov(self) -> pd.DataFrame:
-        """Covariance matrix (pairwise-complete rows, ddof=1)."""
-        return self._pairs("cov")
-
-    def corr(self) -> pd.DataFrame:
-        """Pearson correlation matrix (pairwise-complete rows)."""
-        return self._pairs("corr")
+        return _pair_frame(job_id, op, mat, m.cov, float(np.max(m.count)), self._numeric)
 
     def groupby(self, by: str) -> GroupBy:
         """Group the stacked rows by a column every party holds."""

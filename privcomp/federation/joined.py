@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from privcomp.errors import ConfigurationError
-from privcomp.federation.frames import MomentMethods, _attach, _gamma, _moment_series, _moment_table
+from privcomp.federation.frames import (
+    MomentMethods,
+    _attach,
+    _moment_series,
+    _moment_table,
+    _pair_frame,
+)
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
 
@@ -83,23 +88,7 @@ class JoinedTable(MomentMethods):
         mat = m.cov if op == "cov" else m.corr
         if mat is None:
             raise ConfigurationError(f"{op} needs numeric columns")
-        g = _gamma(float(m.rows[0]))
-        d = np.sqrt(np.abs(np.diag(m.cov))) if m.cov is not None else np.ones(len(mat))
-        bound = 3 * g * np.outer(d, d) if op == "cov" else np.full(mat.shape, 6 * g)
-        cols = self._numeric
-        return _attach(
-            pd.DataFrame(mat, index=cols, columns=cols),
-            job_id,
-            pd.DataFrame(bound, index=cols, columns=cols),
-        )
-
-    def cov(self) -> pd.DataFrame:
-        """Covariance matrix of the joined rows (complete columns)."""
-        return self._pairs("cov")
-
-    def corr(self) -> pd.DataFrame:
-        """Pearson correlation matrix of the joined rows (complete columns)."""
-        return self._pairs("corr")
+        return _pair_frame(job_id, op, mat, m.cov, float(m.rows[0]), self._numeric)
 
     def groupby(self, by: str) -> JoinedGroupBy:
         """Group the joined rows by a column of either table."""
