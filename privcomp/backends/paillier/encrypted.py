@@ -292,13 +292,24 @@ def encrypt_array(
     else:
         exp = encoding.default_exponent(arr)
     pts = encoding.encode(arr, exp, public_key.n)
-    if private_key is not None:
-        if private_key.public_key != public_key:
-            raise ConfigurationError("private_key does not match the public key")
-        cts = private_key.raw_encrypt(pts, rng=rng, workers=workers)
-    else:
-        cts = public_key.raw_encrypt(pts, rng=rng, workers=workers)
+    cts = raw_encrypt_by(public_key, private_key, pts, rng=rng, workers=workers)
     return EncryptedArray(public_key, cts, arr.shape, exp)
+
+
+def raw_encrypt_by(
+    public_key: PublicKey,
+    private_key: PrivateKey | None,
+    plaintexts: list[int],
+    *,
+    rng: RandomSource | None,
+    workers: int | None,
+) -> list[gmpy2.mpz]:
+    """Encrypt raw plaintexts; with ``private_key`` use the key holder's faster CRT path."""
+    if private_key is None:
+        return public_key.raw_encrypt(plaintexts, rng=rng, workers=workers)
+    if private_key.public_key != public_key:
+        raise ConfigurationError("private_key does not match the public key")
+    return private_key.raw_encrypt(plaintexts, rng=rng, workers=workers)
 
 
 def decrypt_array(

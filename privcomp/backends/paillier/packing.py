@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privcomp.backends.paillier import encoding, wire
+from privcomp.backends.paillier.encrypted import raw_encrypt_by
 from privcomp.core.rng import RandomSource, default_random
 from privcomp.errors import CodecError, ConfigurationError, EncodingOverflowError
 
@@ -315,12 +316,7 @@ def encrypt_packed(
     pts = layout.pack(arr, "values")
     if not pts:
         raise ConfigurationError("cannot pack an empty array")
-    if private_key is not None:
-        if private_key.public_key != public_key:
-            raise ConfigurationError("private_key does not match the public key")
-        cts = private_key.raw_encrypt(pts, rng=rng, workers=workers)
-    else:
-        cts = public_key.raw_encrypt(pts, rng=rng, workers=workers)
+    cts = raw_encrypt_by(public_key, private_key, pts, rng=rng, workers=workers)
     return PackedEncryptedArray(public_key, cts, layout, len(arr))
 
 
