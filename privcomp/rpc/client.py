@@ -271,19 +271,10 @@ def connect(
     identity: Identity | None = None,
     call_timeout: float = CALL_TIMEOUT_S,
 ) -> Federation:
-    """Connect to a coordinator as an analyst.
+    """Open the low-level job connection of an analyst.
 
-    Parameters
-    ----------
-    address:
-        ``host:port`` of the coordinator.
-    pki_dir, analyst:
-        Directory written by ``privcomp certs`` and the analyst name (loads
-        ``analyst_<name>.pem/.key/.token`` and ``ca.pem``).
-    identity:
-        Alternatively, the analyst's :class:`~privcomp.rpc.pki.Identity` directly.
-    call_timeout:
-        Deadline of each unary call.
+    The parameters mean what they mean in :func:`privcomp.client.connect`, the public entry
+    point, which wraps this connection in the statistics federation.
     """
     if identity is None:
         if pki_dir is None or analyst is None:
