@@ -23,6 +23,7 @@ from privcomp.core.beaver import DaBitShare, EdaBitShare, TripleShare, TruncPair
 from privcomp.core.codec import array_from_bytes, array_to_bytes
 from privcomp.errors import CodecError, ProtocolError
 from privcomp.protocols.context import PartyContext
+from privcomp.protocols.cross_dealer import CrossMaskShare
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.transport.base import Transport, TransportStats
 from privcomp.types import RingArray, Shape
@@ -34,8 +35,11 @@ _KINDS = {
     "trunc": TruncPairShare,
     "edabit": EdaBitShare,
     "dabit": DaBitShare,
+    "cross": CrossMaskShare,
 }
 STOP = "stop"
+#: Largest request the dealer serves, in ring elements it must generate (2^27 words = 1 GiB).
+MAX_REQUEST_ELEMENTS = 1 << 27
 
 
 def _pack(obj: Any) -> bytes:
@@ -120,6 +124,20 @@ class NetworkDealerSource:
         """daBits."""
         return await self._request(ctx, "dabit", DaBitShare, shape=list(shape))  # type: ignore[no-any-return]
 
+    async def cross_masks(
+        self, ctx: PartyContext, pair: tuple[int, int], rows: int, n_left: int, n_right: int
+    ) -> CrossMaskShare:
+        """Masks for exact cross-party inner products (:mod:`privcomp.protocols.cross_dealer`)."""
+        return await self._request(  # type: ignore[no-any-return]
+            ctx,
+            "cross",
+            CrossMaskShare,
+            pair=[int(pair[0]), int(pair[1])],
+            rows=int(rows),
+            n_left=int(n_left),
+            n_right=int(n_right),
+        )
+
 
 @dataclass(slots=True)
 class _IndexOnly:
@@ -139,30 +157,65 @@ class _IndexOnly:
         return None
 
 
+def _dims(values: Any, count: int | None = None) -> list[int]:
+    if not isinstance(values, list) or (count is not None and len(values) != count):
+        raise ProtocolError("dealer request has a malformed shape")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ProtocolError("dealer request has a malformed shape")
+    return values
+
+
+def request_elements(req: dict[str, Any]) -> int:
+    """Ring elements the dealer would generate for ``req`` (validates its shape fields)."""
+    kind = req.get("kind")
+    if kind == "matmul":
+        (m, k), (_, n) = _dims(req.get("a_shape"), 2), _dims(req.get("b_shape"), 2)
+        return m * k + k * n + m * n
+    if kind == "cross":
+        _dims(req.get("pair"), 2)
+        rows, n_l, n_r = _dims([req.get("rows"), req.get("n_left"), req.get("n_right")])
+        return 2 * rows * (n_l + n_r) + 4 * n_l * n_r
+    size = int(np.prod(_dims(req.get("shape")), dtype=np.int64))
+    return size * {"mul": 3, "and": 3, "trunc": 3}.get(str(kind), 2)
+
+
 async def _material(dealer: TrustedDealer, ctx: PartyContext, req: dict[str, Any]) -> Any:
     kind = req.get("kind")
+    if kind == "cross":
+        p, q = req["pair"]
+        return await dealer.cross_masks(
+            ctx, (int(p), int(q)), int(req["rows"]), int(req["n_left"]), int(req["n_right"])
+        )
     if kind == "matmul":
         a, b = tuple(req["a_shape"]), tuple(req["b_shape"])
         return await dealer.matmul_triples(ctx, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
     shape = tuple(int(d) for d in req["shape"])
-    if kind == "mul":
-        return await dealer.mul_triples(ctx, shape)
-    if kind == "and":
-        return await dealer.and_triples(ctx, shape)
     if kind == "trunc":
         return await dealer.trunc_pairs(ctx, shape, int(req["frac_bits"]))
-    if kind == "edabit":
-        return await dealer.edabits(ctx, shape)
-    if kind == "dabit":
-        return await dealer.dabits(ctx, shape)
+    by_shape = {
+        "mul": dealer.mul_triples,
+        "and": dealer.and_triples,
+        "edabit": dealer.edabits,
+        "dabit": dealer.dabits,
+    }
+    if kind in by_shape:
+        return await by_shape[str(kind)](ctx, shape)
     raise ProtocolError(f"unknown dealer request kind {kind!r}")
 
 
-async def serve_dealer(transport: Transport, n_parties: int, dealer: TrustedDealer) -> int:
+async def serve_dealer(
+    transport: Transport,
+    n_parties: int,
+    dealer: TrustedDealer,
+    *,
+    max_elements: int = MAX_REQUEST_ELEMENTS,
+) -> int:
     """Serve material requests of ``n_parties`` computing parties until the job ends.
 
     The loop ends when the transport is closed or cancelled (the job finished); returns the
-    number of requests served.
+    number of requests served. A request above ``max_elements`` generated ring elements (or
+    with a malformed shape) fails the job with :class:`ProtocolError` instead of exhausting the
+    dealer's memory.
     """
     contexts = [
         PartyContext(transport=_IndexOnly(p, n_parties, TransportStats()), triples=dealer)
@@ -182,6 +235,10 @@ async def serve_dealer(transport: Transport, n_parties: int, dealer: TrustedDeal
             return k
         if not isinstance(req, dict) or req.get("kind") not in _KINDS:
             raise ProtocolError(f"dealer request {k} has an unknown kind")
+        if request_elements(req) > max_elements:
+            raise ProtocolError(
+                f"dealer request {k} ({req['kind']}) exceeds the cap of {max_elements} elements"
+            )
         for p in range(n_parties):
             share = await _material(dealer, contexts[p], req)
             await transport.send(p, tag, _pack(share))

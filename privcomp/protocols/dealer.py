@@ -38,10 +38,12 @@ from privcomp.core.ring import ring_matmul
 from privcomp.core.rng import RandomSource, SystemRandomSource
 from privcomp.errors import ConfigurationError, ProtocolError
 from privcomp.protocols.context import PartyContext
+from privcomp.protocols.cross_dealer import CrossMaskShare, deal_cross
 from privcomp.types import RingArray, Shape
 
 _LOW63 = np.uint64((1 << 63) - 1)
 _ONE = np.uint64(1)
+_NONE = np.zeros(0, dtype=np.uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +170,8 @@ class TrustedDealer:
         self.stats.bytes_dealt[n - 1] += SEED_BYTES + sum(c.nbytes for c in corrections)
         return _Entry(spec, pieces, n)
 
-    def _take(
-        self,
-        ctx: PartyContext,
-        spec: _Spec,
-        derive: Callable[[Sequence[RingArray]], list[RingArray]],
-    ) -> list[RingArray]:
+    def _claim(self, ctx: PartyContext, spec: _Spec, make: Callable[[], _Entry]) -> _Piece:
+        """This party's piece of its next request (dealt by whichever party asks first)."""
         p = ctx.party_id
         if ctx.n_parties != self.n_parties:
             raise ConfigurationError(
@@ -183,7 +181,7 @@ class TrustedDealer:
         self._next[p] += 1
         entry = self._pending.get(k)
         if entry is None:
-            entry = self._deal(spec, derive)
+            entry = make()
             self._pending[k] = entry
         if entry.spec != spec:
             raise ProtocolError(
@@ -197,7 +195,50 @@ class TrustedDealer:
         entry.remaining -= 1
         if entry.remaining == 0:
             del self._pending[k]
-        return _expand_piece(piece, spec, last=p == self.n_parties - 1)
+        return piece
+
+    def _take(
+        self,
+        ctx: PartyContext,
+        spec: _Spec,
+        derive: Callable[[Sequence[RingArray]], list[RingArray]],
+    ) -> list[RingArray]:
+        piece = self._claim(ctx, spec, lambda: self._deal(spec, derive))
+        return _expand_piece(piece, spec, last=ctx.party_id == self.n_parties - 1)
+
+    def _deal_cross(
+        self, spec: _Spec, pair: tuple[int, int], rows: int, n_l: int, n_r: int
+    ) -> _Entry:
+        s_p, s_q, c_q = deal_cross(self._rng, rows, n_l, n_r)
+        pieces: list[_Piece | None] = [_Piece(b"", ()) for _ in range(self.n_parties)]
+        pieces[pair[0]] = _Piece(s_p, ())
+        pieces[pair[1]] = _Piece(s_q, (c_q,))
+        self.stats.requests += 1
+        self.stats.bytes_dealt[pair[0]] += SEED_BYTES
+        self.stats.bytes_dealt[pair[1]] += SEED_BYTES + c_q.nbytes
+        return _Entry(spec, pieces, self.n_parties)
+
+    async def cross_masks(
+        self, ctx: PartyContext, pair: tuple[int, int], rows: int, n_left: int, n_right: int
+    ) -> CrossMaskShare:
+        """Masks for exact inner products of the left owner's and right owner's columns.
+
+        See :mod:`privcomp.protocols.cross_dealer`. Parties outside ``pair`` get empty material
+        (every party still asks, so request numbers stay aligned).
+        """
+        p, q = int(pair[0]), int(pair[1])
+        if p == q or not (0 <= p < self.n_parties and 0 <= q < self.n_parties):
+            raise ConfigurationError(f"cross-product owners {pair} are not two distinct parties")
+        spec = _Spec(
+            f"cross{p}-{q}",
+            (_Field((rows, n_left)), _Field((rows, n_right))),
+            (_Field((n_left, n_right)),),
+        )
+        piece = self._claim(
+            ctx, spec, lambda: self._deal_cross(spec, (p, q), rows, n_left, n_right)
+        )
+        seed = np.frombuffer(piece.seed, dtype="<u8").astype(np.uint64) if piece.seed else _NONE
+        return CrossMaskShare(seed=seed, correction=piece.explicit[0] if piece.explicit else _NONE)
 
     async def mul_triples(self, ctx: PartyContext, shape: Shape) -> TripleShare:
         """Elementwise triples ``c = a * b`` mod 2^64."""

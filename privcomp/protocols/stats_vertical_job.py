@@ -8,15 +8,63 @@ pre-aggregated by their owners, and left x right products go through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from privcomp.core.ring128 import encode_scaled
+from privcomp.errors import EncodingOverflowError
 from privcomp.protocols.context import PartyContext
+from privcomp.protocols.cross_dealer import CrossMaskSource, masked_cross_totals
 from privcomp.protocols.stats import Label, secure_sum_floats, union_labels
 from privcomp.protocols.stats_job import SECOND_PASS_OPS, Moments, _remap, _safe_div
 from privcomp.protocols.stats_local import first_pass, second_pass
 from privcomp.protocols.stats_vertical import Alignment, VerticalRequest, _cross, _local_columns
+
+#: Fixed-point bits so that a centred column's largest possible magnitude, sqrt(Σu²), is < 2^60.
+_UNIT_BITS = 60
+#: Largest magnitude of a value summed per group on the dealer path (as the Paillier path).
+_GROUP_MAX_ABS = 2.0**40
+
+
+def _unit_bits(ssd: float) -> int:
+    """Scale of a centred column: every |u| <= sqrt(ssd), so |u * 2^bits| < 2^60."""
+    if not (math.isfinite(ssd) and ssd > 0):
+        return 0
+    return _UNIT_BITS - math.frexp(math.sqrt(ssd))[1]
+
+
+async def _cross_totals(
+    ctx: PartyContext,
+    al: Alignment,
+    req: VerticalRequest,
+    left: np.ndarray,
+    right: np.ndarray,
+    bits: tuple[Sequence[int], Sequence[int]],
+) -> np.ndarray:
+    """``Σ_r left[r, a] right[r, b]``: dealer masks if the source deals them, else Paillier.
+
+    ``bits`` are the public fixed-point scales of the left and right columns on the dealer
+    path; they must keep ``|Σ| * 2^(bits_a + bits_b) < 2^127`` (the callers' bounds).
+    """
+    if not isinstance(ctx.triples, CrossMaskSource):
+        return await _cross(ctx, al, req, left, right)
+    n_left, n_right = left.shape[1], right.shape[1]
+    if n_left == 0 or n_right == 0 or al.size == 0:
+        return np.zeros((n_left, n_right))
+    side = req.sides[ctx.party_id]
+    mine, my_bits = (left, bits[0]) if side == 0 else (right, bits[1])
+    words = np.zeros((2, mine.shape[0], mine.shape[1]), dtype=np.uint64)
+    for j in range(mine.shape[1]):
+        words[:, :, j] = encode_scaled(mine[:, j], my_bits[j], what="cross-party column")
+    pairs = []
+    for p, q in sorted({(int(p), int(q)) for p, q in zip(*al.owners, strict=True)}):
+        rows = np.flatnonzero((al.owners[0] == p) & (al.owners[1] == q))
+        mine_idx = np.searchsorted(al.my_positions, rows) if ctx.party_id in (p, q) else rows[:0]
+        pairs.append(((p, q), int(rows.size), mine_idx))
+    scale = np.add.outer(np.asarray(bits[0]), np.asarray(bits[1]))
+    return await masked_cross_totals(ctx, pairs, words, n_left, n_right, scale)
 
 
 def _split(req: VerticalRequest) -> tuple[list[int], list[int]]:
@@ -90,7 +138,10 @@ async def vertical_moments(
         if me_side == 1 and right
         else np.zeros((n, len(right)))
     )
-    lr = await _cross(ctx, al, req, lvec, rvec)
+    unit = [_unit_bits(float(v)) for v in ssd_t.ravel()]
+    lr = await _cross_totals(
+        ctx, al, req, lvec, rvec, ([unit[j] for j in left], [unit[j] for j in right])
+    )
     cross[np.ix_(left, right)] = lr
     cross[np.ix_(right, left)] = lr.T
     out.cov = _safe_div(cross, np.full((m, m), float(al.size - req.ddof)))
@@ -165,8 +216,17 @@ async def vertical_grouped(
         if other and me_side != key_side
         else np.zeros((n, len(other)))
     )
+    if vals.size and not np.all(np.abs(vals) < _GROUP_MAX_ABS):  # NaN fails too
+        raise EncodingOverflowError(
+            "grouped column across the join: values must be finite with |v| < 2^40",
+            bound=_GROUP_MAX_ABS,
+        )
+    # Indicators are exact at scale 1; values get as many bits as |Σ| < J 2^40 2^b < 2^126 allows.
+    val_bits = [min(64, 85 - max(al.size, 1).bit_length())] * len(other)
+    ind_bits = [0] * g
     lhs, rhs = (ind, vals) if key_side == 0 else (vals, ind)
-    prod = await _cross(ctx, al, req, lhs, rhs)
+    scales = (ind_bits, val_bits) if key_side == 0 else (val_bits, ind_bits)
+    prod = await _cross_totals(ctx, al, req, lhs, rhs, scales)
     sums = prod if key_side == 0 else prod.T  # (g, len(other))
     total[:, other] = sums
     count[:, other] = rows_t[:, None]

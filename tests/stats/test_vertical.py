@@ -61,8 +61,11 @@ def test_psi_tags_match_exactly_the_common_keys() -> None:
     assert len(set(by_key.values())) == len(by_key)  # different keys, different tags
 
 
-def test_join_moments_and_cross_party_corr_match_pandas(diabetes: pd.DataFrame) -> None:
-    fed, pooled = _federation(diabetes)
+@pytest.mark.parametrize("triples", ["he", "dealer"])
+def test_join_moments_and_cross_party_corr_match_pandas(
+    diabetes: pd.DataFrame, triples: str
+) -> None:
+    fed, pooled = _federation(diabetes, triples=triples)
     j = fed.table("patients").join(fed.table("claims"), on="patient_id")
     num = pooled.drop(columns=["patient_id", "sex"])
     assert len(j) == len(pooled)
@@ -75,8 +78,9 @@ def test_join_moments_and_cross_party_corr_match_pandas(diabetes: pd.DataFrame) 
     assert_close(j.cov(), num.cov(), scale=np.outer(sd, sd))
 
 
-def test_join_groupby_key_on_other_side(diabetes: pd.DataFrame) -> None:
-    fed, pooled = _federation(diabetes)
+@pytest.mark.parametrize("triples", ["he", "dealer"])
+def test_join_groupby_key_on_other_side(diabetes: pd.DataFrame, triples: str) -> None:
+    fed, pooled = _federation(diabetes, triples=triples)
     j = fed.table("patients").join(fed.table("claims"), on="patient_id")
     got = j.groupby("sex")["premium"].mean()
     assert_close(got, pooled.groupby("sex")["premium"].mean())
