@@ -448,3 +448,45 @@ def test_psi_join_two_workers(benchmark: Any, request: pytest.FixtureRequest) ->
         f"\nPSI join {n} x {n} keys ({shared} shared), 2 worker processes: "
         f"{out['grpc_s']:.2f} s (pandas merge, no privacy: {out['pandas_merge_s']:.3f} s)"
     )
+
+
+def test_vertical_join_corr_two_workers(benchmark: Any, request: pytest.FixtureRequest) -> None:
+    """PSI join of n x n keys (n/2 shared) between two workers, then ``corr()`` over 5 columns
+    from each side (dealer helper party for the cross-party products), next to pandas."""
+    n = _psi_keys(request)
+    gen = np.random.default_rng(8)
+    base = gen.normal(size=n)
+    left = pd.DataFrame({f"l{i}": base * 1e5 + gen.normal(0, 3e5, n) for i in range(5)})
+    left.insert(0, "id", np.arange(n) * 2)
+    right = pd.DataFrame({f"r{i}": gen.normal(40, 1, n) for i in range(5)})
+    right.insert(0, "id", np.arange(n) + n)
+    right["r0"] += np.interp(right["id"], left["id"], base) * 2.0  # correlated across parties
+    data = {"hospital": {"left": left}, "insurer": {"right": right}}
+    out: dict[str, float] = {}
+    with (
+        Deployment.start(
+            data, dealer=True, file_format="parquet", worker_options={"round_timeout_s": 1800}
+        ) as dep,
+        dep.connect(triples="dealer", cache=False, deadline_s=3600) as fed,
+    ):
+        joined = fed.table("left").join(fed.table("right"), on="id")
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            out["psi_s"] = float(len(joined))
+            out["psi_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            got = joined.corr()
+            out["corr_job_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            want = left.merge(right, on="id").drop(columns="id").corr()
+            out["pandas_s"] = time.perf_counter() - t0
+            np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(keys_per_party=n, **out)
+    print(
+        f"\nvertical join {n} x {n} keys: len(join) (PSI job) {out['psi_s']:.2f} s; "
+        f"corr() 5 x 5 columns (its own PSI + products) {out['corr_job_s']:.2f} s; "
+        f"pandas merge + corr {out['pandas_s']:.3f} s"
+    )

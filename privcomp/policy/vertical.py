@@ -17,6 +17,7 @@ import pandas as pd
 
 from privcomp.errors import ConfigurationError, PolicyViolation
 from privcomp.policy.guard import Cell, DisclosureGuard
+from privcomp.policy.join_cache import JoinCache, fingerprint
 from privcomp.policy.query import Query
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.stats import Label
@@ -95,8 +96,13 @@ async def run_vertical(
     query: Query,
     datasets: Mapping[str, pd.DataFrame],
     guard: DisclosureGuard,
+    joins: JoinCache | None = None,
 ) -> Moments:
-    """Run this party's side of a vertical ``query`` (raises this party's refusal, if any)."""
+    """Run this party's side of a vertical ``query`` (raises this party's refusal, if any).
+
+    With ``joins``, the PSI of a join this party already ran with the same peers on the same
+    keys is reused (see :mod:`privcomp.policy.join_cache`).
+    """
     side = query.party_sides[ctx.party_id]
     name = query.dataset if side == 0 or query.join is None else query.join[0]
     df = datasets.get(name)
@@ -110,7 +116,11 @@ async def run_vertical(
         prepared.append(loc)
 
     async def do_psi() -> list[list[bytes]]:
-        return await psi_tags(ctx, prepared[0].keys)
+        keys = prepared[0].keys
+        if joins is None:
+            return await psi_tags(ctx, keys)
+        layout = [name, str(query.join[1] if query.join else ""), repr(query.party_sides)]
+        return await joins.tags(ctx, fingerprint(layout, keys), lambda: psi_tags(ctx, keys))
 
     tags = await with_consent(ctx, check_columns, do_psi)
     loc = prepared[0]

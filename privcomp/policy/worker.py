@@ -17,6 +17,7 @@ import pandas as pd
 
 from privcomp.errors import ConfigurationError, PolicyViolation
 from privcomp.policy.guard import Cell, DisclosureGuard
+from privcomp.policy.join_cache import JoinCache
 from privcomp.policy.model import Policy
 from privcomp.policy.query import Query, evaluate
 from privcomp.policy.vertical import run_vertical
@@ -140,9 +141,12 @@ class PartyWorker:
     datasets: Mapping[str, pd.DataFrame]
     policy: Policy = field(default_factory=Policy)
     guard: DisclosureGuard = field(init=False)
+    #: PSI results of recent joins, reused while every party's keys are unchanged.
+    joins: JoinCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.guard = DisclosureGuard(self.name, self.policy)
+        self.joins = JoinCache()
 
     def schemas(self) -> dict[str, dict[str, str]]:
         """Column names and dtypes of every dataset (what the coordinator may see)."""
@@ -151,7 +155,7 @@ class PartyWorker:
     async def run(self, ctx: PartyContext, query: Query) -> Release:
         """Run this party's side of ``query`` (raises this party's refusal, if any)."""
         if query.join is not None:
-            return await run_vertical(ctx, query, self.datasets, self.guard)
+            return await run_vertical(ctx, query, self.datasets, self.guard, self.joins)
         prepared: list[Prepared] = []
 
         def check() -> None:

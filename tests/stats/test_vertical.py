@@ -107,3 +107,30 @@ def test_join_policy_and_duplicates(diabetes: pd.DataFrame) -> None:
     fed3 = pl.local({"a": {"l": big}, "b": {"r": dup}})
     with pytest.raises(DuplicateKeyError):
         len(fed3.table("l").join(fed3.table("r"), on="pid"))
+
+
+def test_join_psi_is_reused_until_a_party_changes_its_keys(
+    diabetes: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import privcomp.policy.vertical as pv
+
+    calls: list[int] = []
+    real = pv.psi_tags
+
+    async def counting(ctx: PartyContext, keys: list[str]) -> list[list[bytes]]:
+        calls.append(ctx.party_id)
+        return await real(ctx, keys)
+
+    monkeypatch.setattr(pv, "psi_tags", counting)
+    fed, pooled = _federation(diabetes, triples="dealer")
+    j = fed.table("patients").join(fed.table("claims"), on="patient_id")
+    assert len(j) == len(pooled)
+    num = pooled.drop(columns=["patient_id", "sex"])
+    assert_close(j.corr(), num.corr(), scale=1.0)
+    assert_close(j.mean(), num.mean(), scale=num.std().to_numpy())
+    assert sorted(calls) == [0, 1, 2]  # one PSI (every party once) for three jobs
+    insurer = fed._workers[2]
+    claims = insurer.datasets["claims"].iloc[:150]
+    insurer.datasets["claims"] = claims  # type: ignore[index]
+    assert len(j) == len(pooled.merge(claims[["patient_id"]], on="patient_id"))
+    assert sorted(calls) == [0, 0, 1, 1, 2, 2]  # changed keys: a fresh PSI
