@@ -247,7 +247,11 @@ def _bench_cluster(directory: Path) -> tuple[Any, str]:
     address = cluster.wait_file(directory / "coordinator.addr", "coordinator")
     for name in (*PARTIES, "dealer"):
         cfg = directory / f"{name}.toml"
-        extra = "allow_dealer = true\n" if name == "dealer" else "allow_benchmarks = true\n"
+        extra = (
+            "allow_dealer = true\n"
+            if name == "dealer"
+            else 'allow_benchmarks = true\ntrusted_dealers = ["dealer"]\n'
+        )
         cfg.write_text(
             f'name = "{name}"\nlisten = "127.0.0.1:0"\ncoordinator = "{address}"\n'
             f'pki_dir = "pki"\nheartbeat_s = 1.0\nround_timeout_s = 120\n{extra}'

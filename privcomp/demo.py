@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +204,13 @@ class Deployment:
             create_pki(dep.pki_dir, names, [analyst])
             dep.address = _start_coordinator(dep.cluster, 60.0)
             for party, tables in data.items():
-                cfg = dep._worker_config(party, tables, (policies or {}).get(party), file_format)
+                cfg = dep._worker_config(
+                    party,
+                    tables,
+                    (policies or {}).get(party),
+                    file_format,
+                    trusted_dealers=["dealer"] if dealer else [],
+                )
                 dep.cluster.start(party, ["worker", str(cfg), "--port-file", f"{party}.addr"])
             if dealer:
                 cfg = dep._worker_config("dealer", {}, None, file_format, allow_dealer=True)
@@ -226,6 +232,7 @@ class Deployment:
         file_format: str,
         *,
         allow_dealer: bool = False,
+        trusted_dealers: Sequence[str] = (),
     ) -> Path:
         datasets = {}
         for name, frame in tables.items():
@@ -243,6 +250,7 @@ class Deployment:
             "heartbeat_s": 2.0,
             "datasets": datasets,
             "allow_dealer": allow_dealer,
+            "trusted_dealers": list(trusted_dealers),
             **self.worker_options,
         }
         if policy is not None:

@@ -63,6 +63,9 @@ class WorkerConfig:
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
     allow_dealer: bool = False
+    #: Dealer helper parties this (data-holding) worker accepts for ``triple_source: dealer``
+    #: jobs; empty (the default) refuses dealer mode, as production configurations should.
+    trusted_dealers: tuple[str, ...] = ()
     allow_benchmarks: bool = False
     insecure_dev: bool = False
     round_timeout_s: float = 30.0
@@ -112,6 +115,12 @@ def read_mapping(path: Path) -> dict[str, Any]:
     raise ConfigurationError(f"config {path} must end in .toml, .yaml or .yml")
 
 
+def _names_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigurationError(f"{what} must be a list of party names")
+    return tuple(value)
+
+
 def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig:
     """Build a WorkerConfig; relative paths are relative to ``base`` (the config's directory)."""
     try:
@@ -128,6 +137,7 @@ def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig
             datasets=datasets,
             policy=Policy.from_dict(data.get("policy")),
             allow_dealer=bool(data.get("allow_dealer", False)),
+            trusted_dealers=_names_list(data.get("trusted_dealers", []), "trusted_dealers"),
             allow_benchmarks=bool(data.get("allow_benchmarks", False)),
             insecure_dev=bool(data.get("insecure_dev", False)),
             round_timeout_s=float(data.get("round_timeout_s", 30.0)),

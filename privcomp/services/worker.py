@@ -161,6 +161,12 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
             if not self.config.allow_dealer:
                 raise ConfigurationError(f"party {me} is not configured as a dealer")
             data = LocalData(columns={})
+        elif spec.triple_source == "dealer" and expected[-1] not in self.config.trusted_dealers:
+            # A data holder's privacy then rests on the dealer not colluding: its operator
+            # must name the dealers it trusts (security.md R12: no dealer mode by default).
+            raise ConfigurationError(
+                f"party {me} does not accept dealer {expected[-1]!r} (see trusted_dealers)"
+            )
         elif spec.kind == stats_query.KIND:
             # The policy is checked by PartyWorker.run inside the protocol (consent round), on
             # the rows the query selects: exactly as in local mode.

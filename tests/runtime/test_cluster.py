@@ -31,7 +31,7 @@ def cluster(
     try:
         address = procs.start_coordinator(pki[0])
         for p in PARTIES:
-            procs.start_worker(p, address, pki[0])
+            procs.start_worker(p, address, pki[0], trusted_dealers=["dealer"])
         procs.start_worker("dealer", address, pki[0], allow_dealer=True)
         fed = connect(address, pki_dir=pki[0], analyst="alice")
         wait_parties(fed, [*PARTIES, "dealer"])

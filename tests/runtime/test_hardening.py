@@ -40,7 +40,7 @@ from privcomp.rpc.channel import CHUNK_SIZE, aio_channel
 from privcomp.rpc.pki import COORDINATOR_IDENTITY, Identity
 from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
 from privcomp.services import server as srv
-from privcomp.services.config import CoordinatorConfig, WorkerConfig
+from privcomp.services.config import CoordinatorConfig, WorkerConfig, worker_config_from_mapping
 from privcomp.services.coordinator import Party
 from privcomp.services.jobstore import JobRepository, to_stored
 
@@ -217,6 +217,7 @@ async def test_peer_flooding_unread_tags_fails_the_job_and_worker_keeps_serving(
             pki_dir=pki_dir,
             allow_benchmarks=True,
             allow_dealer=name == "dealer",
+            trusted_dealers=() if name == "dealer" else ("dealer",),
             round_timeout_s=10.0,
             max_pending_peer_bytes=cap if name == "bench_a" else 2 << 30,
         )
@@ -297,3 +298,58 @@ async def test_peer_flooding_unread_tags_fails_the_job_and_worker_keeps_serving(
             await ch.close(None)
         for run, _ in started:
             await run.server.stop(None)
+
+
+@pytest.mark.timeout(60)
+async def test_data_worker_refuses_dealer_jobs_unless_it_trusts_that_dealer(
+    pki: tuple[Path, dict[str, Identity]],
+) -> None:
+    """security.md R12: dealer mode is not reachable with a default worker configuration."""
+    pki_dir, ids = pki
+    cfgs = [
+        WorkerConfig(
+            name="bench_a", coordinator="127.0.0.1:9", pki_dir=pki_dir, allow_benchmarks=True
+        ),
+        WorkerConfig(
+            name="bench_b",
+            coordinator="127.0.0.1:9",
+            pki_dir=pki_dir,
+            allow_benchmarks=True,
+            trusted_dealers=("dealer",),
+        ),
+    ]
+    started = [await srv.start_worker(cfg) for cfg in cfgs]
+    addrs = [f"127.0.0.1:{run.port}" for run, _ in started]
+    peers = [
+        worker_pb2.JobPeer(name=n, address=a)
+        for n, a in zip(("bench_a", "bench_b", "dealer"), [*addrs, "127.0.0.1:9"], strict=True)
+    ]
+    chans = [aio_channel(a, ids[COORDINATOR_IDENTITY]) for a in addrs]
+    try:
+        for i, stub in enumerate(worker_pb2_grpc.WorkerServiceStub(ch) for ch in chans):
+            resp = await stub.PrepareJob(
+                worker_pb2.PrepareJobRequest(
+                    job_id=f"d{i}",
+                    spec=serde.job_spec_to_proto(_bench_spec(8)),
+                    peers=peers,
+                    deadline_unix=time.time() + 20,
+                    requester="analyst:alice",
+                ),
+                timeout=5,
+            )
+            if i == 0:
+                assert not resp.accepted
+                assert "does not accept dealer 'dealer'" in resp.reason
+            else:
+                assert resp.accepted, resp.reason
+                await stub.CancelJob(
+                    worker_pb2.WorkerCancelJobRequest(job_id="d1", reason="test"), timeout=5
+                )
+    finally:
+        for ch in chans:
+            await ch.close(None)
+        for run, _ in started:
+            await run.server.stop(None)
+    bad = {"name": "x", "coordinator": "a:1", "trusted_dealers": "dealer"}
+    with pytest.raises(ConfigurationError, match="trusted_dealers"):
+        worker_config_from_mapping(bad, Path("."))
