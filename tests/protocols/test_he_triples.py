@@ -39,6 +39,8 @@ from privcomp.transport.memory import InMemoryNetwork
 T = TypeVar("T")
 KEY_BITS = 2048
 MAX_PARTIES = 5
+#: This file tests the Paillier engines; the OT engines (the defaults) are in test_ot.py.
+PAILLIER: dict[str, Any] = {"bits": "paillier", "mul": "paillier"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def run(
         ctxs = [
             PartyContext(
                 transport=network.transports[p],
-                triples=PaillierTripleSource(keypairs={p: keypairs[p]}),
+                triples=PaillierTripleSource(keypairs={p: keypairs[p]}, **PAILLIER),
                 rng=InsecureSeededRandom(seed + p) if seed is not None else SystemRandomSource(),
             )
             for p in range(n)
@@ -287,7 +289,7 @@ def test_scalar_empty_and_2d_shapes(shape: tuple[int, ...], keypairs: dict[int, 
 @pytest.mark.parametrize("given_keys", [True, False])
 def test_one_instance_shared_by_all_parties(given_keys: bool, keypairs: dict[int, Any]) -> None:
     """As in ``privcomp.simulate``: one source object, state kept per party (own keys each)."""
-    src = PaillierTripleSource(keypairs=keypairs if given_keys else None)
+    src = PaillierTripleSource(keypairs=keypairs if given_keys else None, **PAILLIER)
     net = InMemoryNetwork(3)
 
     async def main() -> list[Any]:
@@ -347,7 +349,7 @@ def _recorded_run(
     rec = [RecordingTransport(t) for t in net.transports]
 
     async def main() -> None:
-        src = [PaillierTripleSource(keypairs={p: keypairs[p]}) for p in range(n)]
+        src = [PaillierTripleSource(keypairs={p: keypairs[p]}, **PAILLIER) for p in range(n)]
         ctxs = [PartyContext(transport=rec[p], triples=src[p]) for p in range(n)]
 
         async def body(c: PartyContext) -> None:
