@@ -60,8 +60,8 @@ def _fed(frames: list[pd.DataFrame], triples: Any = "dealer") -> pl.Federation:
     return pl.local(data, cache=False, rng=InsecureSeededRandom(1), triples=triples)
 
 
-def _privcomp_stats(frames: list[pd.DataFrame]) -> tuple[Any, Any, Any]:
-    t = _fed(frames).table("d")
+def _privcomp_stats(frames: list[pd.DataFrame], triples: str) -> tuple[Any, Any, Any]:
+    t = _fed(frames, triples).table("d")
     return t.describe(), t.corr(), t.groupby("grp")[COLS].mean()
 
 
@@ -70,8 +70,12 @@ def _pandas_stats(df: pd.DataFrame) -> tuple[Any, Any, Any]:
 
 
 @pytest.mark.benchmark(group="stats: describe + corr + groupby.mean")
-def test_stats_privcomp(benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame) -> None:
-    d, c, g = benchmark.pedantic(_privcomp_stats, args=(frames,), rounds=3, iterations=1)
+@pytest.mark.parametrize("source", ["dealer", "he"])
+def test_stats_privcomp(
+    benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame, source: str
+) -> None:
+    """``source="he"`` is the default (OT extension, no third party)."""
+    d, c, g = benchmark.pedantic(_privcomp_stats, args=(frames, source), rounds=3, iterations=1)
     wd, wc, wg = _pandas_stats(pooled)
     np.testing.assert_allclose(d.to_numpy(), wd.to_numpy(), rtol=1e-9)
     np.testing.assert_allclose(c.to_numpy(), wc.to_numpy(), rtol=1e-9, atol=1e-12)
@@ -84,11 +88,12 @@ def test_stats_pandas(benchmark: Any, pooled: pd.DataFrame) -> None:
 
 
 @pytest.mark.benchmark(group="stats: quantiles of one column")
+@pytest.mark.parametrize("source", ["dealer", "he"])
 def test_quantiles_privcomp(
-    benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame
+    benchmark: Any, frames: list[pd.DataFrame], pooled: pd.DataFrame, source: str
 ) -> None:
     def run() -> pd.Series:
-        return _fed(frames).table("d")["x0"].quantile(QS)
+        return _fed(frames, source).table("d")["x0"].quantile(QS)
 
     got = benchmark.pedantic(run, rounds=3, iterations=1)
     np.testing.assert_array_equal(got.to_numpy(), pooled["x0"].quantile(QS).to_numpy())
