@@ -368,11 +368,13 @@ def _stats_frames(n: int) -> list[pd.DataFrame]:
     return out
 
 
+@pytest.mark.parametrize("source", ["dealer", "he"])
 def test_stats_describe_corr_groupby_vs_pandas(
-    benchmark: Any, request: pytest.FixtureRequest
+    benchmark: Any, request: pytest.FixtureRequest, source: str
 ) -> None:
     """3 workers x n rows x 10 columns: describe() + corr() + groupby("grp").mean() over gRPC
-    (dealer triples for the comparisons; result cache off) next to pandas on the pooled rows."""
+    (``source``: the dealer helper or the default OT/Paillier source for the comparisons;
+    result cache off) next to pandas on the pooled rows."""
     n = _stats_rows(request)
     frames = _stats_frames(n)
     pooled = pd.concat(frames, ignore_index=True)  # a central analyst would hold it: not timed
@@ -381,7 +383,7 @@ def test_stats_describe_corr_groupby_vs_pandas(
     times: dict[str, list[float]] = {"grpc": [], "pandas": []}
     with (
         Deployment.start(data, dealer=True, file_format="parquet") as dep,
-        dep.connect(triples="dealer", cache=False) as fed,
+        dep.connect(triples=source, cache=False) as fed,
     ):
         t = fed.table("d")
 
@@ -406,10 +408,10 @@ def test_stats_describe_corr_groupby_vs_pandas(
         benchmark.pedantic(run, rounds=1, iterations=1)
     grpc_s, pandas_s = float(np.median(times["grpc"])), float(np.median(times["pandas"]))
     benchmark.extra_info.update(
-        rows_per_party=n, grpc_s=grpc_s, pandas_s=pandas_s, ratio=grpc_s / pandas_s
+        rows_per_party=n, grpc_s=grpc_s, pandas_s=pandas_s, ratio=grpc_s / pandas_s, source=source
     )
     print(
-        f"\nstats 3 x {n} rows x 10 cols: gRPC {grpc_s:.2f} s, pandas {pandas_s:.2f} s "
+        f"\nstats 3 x {n} rows x 10 cols ({source}): gRPC {grpc_s:.2f} s, pandas {pandas_s:.2f} s "
         f"(ratio {grpc_s / pandas_s:.2f}; medians of {rounds})"
     )
 
