@@ -225,6 +225,8 @@ class Federation:
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
+            # A failed job may leave a reused source's parties out of step: start afresh.
+            self._he.pop(tuple(w.name for w in holders), None)
             # A party's own refusal explains the failure better than the others' aborts.
             own = [
                 e

@@ -38,6 +38,10 @@ short-exponent assumption, exponents of :data:`EXPONENT_BITS` bits as in RFC 352
 not chosen needs ``g^(a b')`` (CDH, random-oracle model for BLAKE2b). Every received group element
 is checked to lie in the subgroup, every received array in shape and dtype; a bad peer message
 raises :class:`~privcomp.errors.ProtocolError`. All secrets come from ``ctx.rng``.
+Strength: the 2048-bit group gives about 112-bit security (NIST SP 800-57), which bounds the
+whole extension (it protects ``s``); the extension itself (AES-128, 128 base OTs) is 128-bit.
+A batch carries its first OT index, so ends whose counters diverged (a reused source after a
+failed job) refuse it rather than derive wrong material.
 
 Cost
 ----
@@ -69,7 +73,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privcomp.backends.prg import SEED_BYTES
-from privcomp.errors import CodecError, ProtocolError
+from privcomp.errors import CodecError, ConfigurationError, ProtocolError
 from privcomp.protocols.context import PartyContext
 from privcomp.types import RingArray
 
@@ -91,7 +95,7 @@ GROUP_Q = (GROUP_P - 1) // 2
 GROUP_G = gmpy2.mpz(2)
 #: Security parameter: number of base OTs and width of the extension matrix.
 KAPPA = 128
-#: Bits of the secret exponents (short exponents: twice the 128-bit security target).
+#: Bits of the secret exponents (short exponents, RFC 3526 §8: about twice the group's strength).
 EXPONENT_BITS = 256
 _ELEM_BYTES = 256
 _ELEM_WORDS = _ELEM_BYTES // 8
@@ -275,8 +279,12 @@ class OtExtension:
         if self.is_sender:
             raise ProtocolError(f"this party is the OT sender towards party {self.peer}")
         width = res.width
+        flat = np.asarray(choices, dtype=np.uint64).reshape(-1)
+        if flat.size != -(-res.m // 64):
+            raise ConfigurationError(
+                f"{res.m} OTs need {-(-res.m // 64)} words of choice bits, got {flat.size}"
+            )
         r = np.zeros(width, dtype=np.uint64)
-        flat = np.asarray(choices, dtype=np.uint64).reshape(-1)[:width]
         r[: flat.size] = flat
         t = expand_seeds(self.seeds, res.start, width)
         u = expand_seeds(self.seeds1, res.start, width)
@@ -285,8 +293,13 @@ class OtExtension:
         return PendingOts(res=res, matrix=t, message=u)
 
     async def finish_receive(self, ctx: PartyContext, tag: str, pending: PendingOts) -> RingArray:
-        """Receiver: send the extension matrix; return ``H(t_j, j)`` as ``(m, 2)`` words."""
-        await ctx.send_array(self.peer, tag, pending.message)
+        """Receiver: send the extension matrix; return ``H(t_j, j)`` as ``(m, 2)`` words.
+
+        The batch's first OT index travels with the matrix, so a sender whose counter is out of
+        step (a source reused after a failed job) refuses it instead of deriving wrong material.
+        """
+        stamped = np.append(pending.message.ravel(), np.uint64(pending.res.start))
+        await ctx.send_array(self.peer, tag, stamped)
         rows = transpose_columns(pending.matrix)[: pending.res.m]
         return self.hash(rows, pending.res.start)
 
@@ -302,7 +315,13 @@ class OtExtension:
     ) -> tuple[RingArray, RingArray]:
         """Sender: receive the extension matrix; return ``(H(q_j, j), H(q_j xor s, j))``."""
         q = pending.matrix
-        u = await recv_words(ctx, self.peer, tag, q.shape, "OT extension matrix")
+        flat = await recv_words(ctx, self.peer, tag, (q.size + 1,), "OT extension matrix")
+        if int(flat[-1]) != pending.res.start:
+            raise ProtocolError(
+                f"OT extension with party {self.peer} is out of step (a failed earlier job?); "
+                "start again with a fresh triple source"
+            )
+        u = flat[:-1].reshape(q.shape)
         q ^= u & (np.uint64(0) - self.s_bits)[:, None]
         rows = transpose_columns(q)[: pending.res.m]
         h0 = self.hash(rows, pending.res.start)

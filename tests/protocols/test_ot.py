@@ -454,3 +454,42 @@ def test_simulate_default_source_order_statistics_match_numpy() -> None:
     # Ranks 74 and 75 are the median's neighbours: the released order statistics give it exactly.
     found = keys_to_floats(np.array(out[0][1:3], dtype=np.int64))
     assert (found[0] + found[1]) / 2 == np.median(pooled)
+
+
+async def test_reused_source_out_of_step_after_a_failed_job_is_refused_not_wrong() -> None:
+    """Review finding M1: a source reused after a job where only one party reserved OTs must
+    fail with ProtocolError in later jobs, never return wrong triples silently."""
+    import asyncio
+
+    from privcomp.errors import PrivcompError, ProtocolError
+    from privcomp.protocols.context import PartyContext
+    from privcomp.protocols.he_triples import PaillierTripleSource
+    from privcomp.transport.memory import InMemoryNetwork
+
+    src = PaillierTripleSource()
+
+    async def job(body: Any) -> list[Any]:
+        net = InMemoryNetwork(2, timeout=5)
+        ctxs = [PartyContext(transport=t, triples=src) for t in net.transports]
+
+        async def party(c: PartyContext) -> Any:
+            try:
+                return await body(c)
+            except BaseException as exc:
+                net.abort(c.party_id, "failed")
+                return exc
+
+        return list(await asyncio.gather(*(party(c) for c in ctxs)))
+
+    first = await job(lambda c: c.triples.and_triples(c, (4,)))
+    assert not any(isinstance(o, BaseException) for o in first)
+
+    async def refuse(c: PartyContext) -> Any:
+        if c.party_id == 1:
+            await asyncio.sleep(0)
+            raise PrivcompError("policy refusal")
+        return await c.triples.and_triples(c, (4,))
+
+    await job(refuse)
+    later = await job(lambda c: c.triples.and_triples(c, (1000,)))
+    assert any(isinstance(o, ProtocolError) and "out of step" in str(o) for o in later)
