@@ -367,8 +367,16 @@ async def setup_extensions(ctx: PartyContext) -> dict[int, OtExtension]:
     return out
 
 
-def _hash_key(big_a: Any, sender: int, receiver: int) -> bytes:
-    return _kdf(b"ot-tccr-key", _elem_bytes(big_a), bytes([sender % 256, receiver % 256]))
+def _hash_key(big_a: Any, bs: list[Any], sender: int, receiver: int) -> bytes:
+    # The whole base-OT transcript (A from one end, every B_i from the other): neither party
+    # alone chooses the fixed AES key of the hash.
+    return _kdf(
+        b"ot-tccr-key",
+        _elem_bytes(big_a),
+        *(_elem_bytes(b) for b in bs),
+        sender.to_bytes(4, "little"),
+        receiver.to_bytes(4, "little"),
+    )
 
 
 async def _base_receiver(ctx: PartyContext, peer: int, tag_a: str, tag_b: str) -> OtExtension:
@@ -382,11 +390,12 @@ async def _base_receiver(ctx: PartyContext, peer: int, tag_a: str, tag_b: str) -
     a_bytes = _elem_bytes(big_a)
     for i in range(KAPPA):
         b = _exponent(ctx)
-        big_b = gmpy2.powmod(GROUP_G, b, GROUP_P)
-        if s_bits[i]:
-            big_b = big_b * big_a % GROUP_P
+        # powmod_sec and an unconditional product: no timing branch on the secret b or s_i.
+        g_b = gmpy2.powmod_sec(GROUP_G, b, GROUP_P)
+        both = (g_b, g_b * big_a % GROUP_P)
+        big_b = both[int(s_bits[i])]
         bs.append(big_b)
-        key = gmpy2.powmod(big_a, b, GROUP_P)
+        key = gmpy2.powmod_sec(big_a, b, GROUP_P)
         seeds.append(
             _kdf(
                 b"ot-base-key",
@@ -404,7 +413,7 @@ async def _base_receiver(ctx: PartyContext, peer: int, tag_a: str, tag_b: str) -
         seeds1=[],
         s_bits=s_bits.astype(np.uint64),
         s_row=np.frombuffer(s_raw, dtype="<u8").astype(np.uint64),
-        hash=_Tccr(_hash_key(big_a, ctx.party_id, peer)),
+        hash=_Tccr(_hash_key(big_a, bs, ctx.party_id, peer)),
     )
 
 
@@ -428,7 +437,7 @@ async def _base_sender(ctx: PartyContext, peer: int, tag_b: str, a: Any, big_a: 
         seeds1=k1,
         s_bits=np.zeros(0, dtype=np.uint64),
         s_row=np.zeros(0, dtype=np.uint64),
-        hash=_Tccr(_hash_key(big_a, peer, ctx.party_id)),
+        hash=_Tccr(_hash_key(big_a, list(bs), peer, ctx.party_id)),
     )
 
 
