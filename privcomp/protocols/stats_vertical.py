@@ -7,14 +7,17 @@ secure-summed exactly (as in the horizontal case). A product of a left and a rig
 ``Σ_r u_r v_r``, is computed per pair of owners (p left, q right) by additive secret sharing
 with Paillier-based oblivious linear evaluation — no third party:
 
-1. p sends ``Enc_p(u_r)`` for the rows it shares with q (its own Paillier key, >= 2048 bits);
-2. q returns ``Enc_p(Σ_r u_r v_r + rho)`` with a fresh uniform ``rho`` in ``[0, 2^378)``;
-3. p decrypts: its share is ``Σ + rho``, q's share is ``-rho``; both go into the wide-ring
-   secure sum modulo 2^256 (only the total is revealed).
+1. p sends ``Enc_p(m_r)`` for the rows it shares with q, the row's left values packed into the
+   slots of one plaintext (its own Paillier key, >= 2048 bits);
+2. q returns, per right column b, ``Enc_p(Σ_a (Σ_r u_a[r] v_b[r] + 2^B + rho_ab) 2^(a W))``,
+   computed by one multi-exponentiation over the rows, with fresh uniform masks ``rho``;
+3. p decrypts and cuts the slots: its share is ``Σ + 2^B + rho``, q's is ``-(2^B + rho)``;
+   both go into the wide-ring secure sum modulo 2^256 (only the total is revealed).
 
 Values are encoded exactly as integers at scale ``2^64`` (|value| < 2^40 is checked before
 anything is sent), so ``|Σ| < 2^248`` for fewer than 2^40 joined rows and the total is exact.
-``rho`` hides the sum statistically (distance 2^-128).
+``rho`` hides the sum statistically (distance ``2^-sigma``, sigma = 128 for up to 5 left columns
+per ciphertext, never below 40). Details and costs: :func:`cross_products`.
 
 References
 ----------
@@ -22,18 +25,30 @@ References
   EUROCRYPT 1999.
 * R. Cramer, I. Damgård, J. B. Nielsen, *Secure Multiparty Computation and Secret Sharing*,
   2015 (OLE from additively homomorphic encryption).
+* N. Pippenger, "On the evaluation of powers and monomials", SIAM J. Comput. 9(2), 1980.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import gmpy2
 import numpy as np
 
-from privcomp.backends.paillier import PublicKey, keygen
-from privcomp.errors import DuplicateKeyError, EncodingOverflowError, ProtocolError
+from privcomp.backends.paillier import PrivateKey, PublicKey, keygen
+from privcomp.backends.paillier.multiexp import multi_exp_columns
+from privcomp.backends.paillier.wire import pack_ciphertexts
+from privcomp.core.rng import RandomSource
+from privcomp.errors import (
+    CodecError,
+    ConfigurationError,
+    DuplicateKeyError,
+    EncodingOverflowError,
+    ProtocolError,
+)
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.stats import secure_sum_wide
 
@@ -41,8 +56,16 @@ from privcomp.protocols.stats import secure_sum_wide
 CROSS_FRAC_BITS = 64
 #: Largest magnitude of a value entering a cross-party product.
 CROSS_MAX_ABS = 2.0**40
-_MASK_BITS = 378
 _KEY_BITS = 2048
+#: |round(v * 2^64)| < 2^104 for |v| < 2^40.
+_VALUE_BITS = CROSS_FRAC_BITS + 40
+#: Statistical security of the masks: at least 40 bits, 128 when the slots leave room.
+_MIN_SIGMA = 40
+_MAX_SIGMA = 128
+#: Products (rows x right columns x ciphertexts per row) per streamed block: bounds every
+#: round's wait (~10 s of q's work on 2 quiet cores at 2048 bits, well within the workers'
+#: receive deadline) and lets q evaluate one block while p encrypts the next.
+_BLOCK_PRODUCTS = 1 << 19
 
 
 @dataclass(slots=True)
@@ -91,20 +114,6 @@ def encode_cross(values: np.ndarray, *, what: str) -> list[int]:
     return [round(math.ldexp(v, CROSS_FRAC_BITS)) for v in flat.tolist()]
 
 
-def _to_bytes(ints: Sequence[int], width: int) -> np.ndarray:
-    out: np.ndarray = np.frombuffer(
-        b"".join(int(v).to_bytes(width, "little") for v in ints), dtype=np.uint8
-    ).copy()
-    return out
-
-
-def _from_bytes(arr: np.ndarray, width: int, count: int, frm: int) -> list[int]:
-    if arr.dtype != np.uint8 or arr.size != width * count:
-        raise ProtocolError(f"ciphertext message from party {frm} has the wrong size")
-    raw = arr.tobytes()
-    return [int.from_bytes(raw[i : i + width], "little") for i in range(0, len(raw), width)]
-
-
 def _random_below_bits(ctx: PartyContext, bits: int, count: int) -> list[int]:
     nbytes = (bits + 7) // 8
     raw = ctx.rng.random_bytes(nbytes * count)
@@ -112,6 +121,180 @@ def _random_below_bits(ctx: PartyContext, bits: int, count: int) -> list[int]:
     return [
         int.from_bytes(raw[i : i + nbytes], "little") & mask for i in range(0, len(raw), nbytes)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Slots of one packed ciphertext, fixed by public sizes (identical at p and q).
+
+    Every slot holds ``S + 2^bound + rho`` with ``|S| < 2^bound`` and ``rho`` uniform in
+    ``[0, 2^(bound + sigma))``, so a slot is non-negative and below ``2^width``.
+    """
+
+    bound: int  #: |Σ_r u v| < 2^bound for one (a, b)
+    width: int  #: slot width W = bound + sigma + 1
+    per: int  #: slots (left columns) per ciphertext
+    groups: int  #: ciphertexts per joined row
+
+    @property
+    def sigma(self) -> int:
+        """Statistical security of the masks (bits)."""
+        return self.width - self.bound - 1
+
+
+def _layout(rows: int, n_left: int, key_bits: int) -> _Layout:
+    """Fewest ciphertexts per row at sigma >= 40, then the widest mask (sigma <= 128) that fits."""
+    bound = 2 * _VALUE_BITS + max(1, rows).bit_length()
+    room = key_bits - 1  # the packed total stays below 2^(|n| - 1) < n: nothing wraps mod n
+    most = room // (bound + _MIN_SIGMA + 1)
+    if most < 1:
+        raise ProtocolError("Paillier key too short for the cross-product slots")
+    groups = -(-n_left // most)
+    per = -(-n_left // groups)
+    width = min(bound + _MAX_SIGMA + 1, room // per)
+    return _Layout(bound, width, per, groups)
+
+
+def _pack_rows(u: list[int], k: int, n_left: int, lay: _Layout, n: int) -> list[int]:
+    """Plaintexts ``Σ_s U[r, g per + s] 2^(s W) mod n``, group-major (``u`` is row-major)."""
+    out: list[int] = []
+    for g in range(lay.groups):
+        cols = range(g * lay.per, min(n_left, (g + 1) * lay.per))
+        for r in range(k):
+            row = r * n_left
+            out.append(sum(u[row + a] << (s * lay.width) for s, a in enumerate(cols)) % n)
+    return out
+
+
+def _parse_ciphertexts(raw: bytes, count: int, pk: PublicKey, frm: int) -> list[gmpy2.mpz]:
+    """Fixed-width big-endian ciphertexts, each checked to lie in ``[1, n^2)``.
+
+    Membership of ``Z*_{n^2}`` (coprime to ``n``) is checked in bulk by :func:`_evaluate`.
+    """
+    width = pk.ciphertext_bytes
+    if len(raw) != count * width:
+        raise ProtocolError(f"ciphertext message from party {frm} has the wrong size")
+    from_bytes = gmpy2.mpz.from_bytes
+    view = memoryview(raw)
+    cts = [from_bytes(view[i : i + width], "big") for i in range(0, count * width, width)]
+    n2 = gmpy2.mpz(pk.nsquare)
+    if not all(0 < c < n2 for c in cts):
+        raise ProtocolError(f"party {frm} sent a ciphertext outside [1, n^2)")
+    return cts
+
+
+def _blocks(k: int, n_left: int, n_right: int, key_bits: int) -> list[tuple[int, int]]:
+    """Row blocks of about :data:`_BLOCK_PRODUCTS` products each (at least one block)."""
+    step = max(1, _BLOCK_PRODUCTS // (n_right * _layout(k, n_left, key_bits).groups))
+    return [(lo, min(k, lo + step)) for lo in range(0, max(k, 1), step)]
+
+
+def _slots(lay: _Layout, n_left: int, g: int) -> list[tuple[int, int]]:
+    """``(slot, left column)`` of ciphertext group ``g``."""
+    return list(enumerate(range(g * lay.per, min(n_left, (g + 1) * lay.per))))
+
+
+def _encrypt_block(sk: PrivateKey, plain: list[int], rng: RandomSource) -> bytes:
+    """Key-holder (CRT) encryption of one block on every core, serialised."""
+    return pack_ciphertexts(sk.raw_encrypt(plain, rng=rng), sk.public_key.ciphertext_bytes)
+
+
+async def _offer(
+    ctx: PartyContext,
+    q: int,
+    tags: tuple[str, str],
+    u: np.ndarray,
+    keys: tuple[PublicKey, PrivateKey],
+    n_right: int,
+) -> list[int]:
+    """The left party's side of one owner pair: stream packed ``Enc(u)``, decrypt the slots."""
+    pk, sk = keys
+    k, n_left = u.shape
+    ints = encode_cross(u, what="left column")  # every value is checked before anything is sent
+    await ctx.transport.send(q, tags[0], pk.to_bytes())
+    lays = []
+    for j, (lo, hi) in enumerate(_blocks(k, n_left, n_right, pk.bits)):
+        lay = _layout(hi - lo, n_left, pk.bits)
+        plain = _pack_rows(ints[lo * n_left : hi * n_left], hi - lo, n_left, lay, pk.n)
+        payload = await asyncio.to_thread(_encrypt_block, sk, plain, ctx.rng)
+        await ctx.transport.send(q, f"{tags[0]}.{j}", payload)
+        lays.append(lay)
+    shares = [0] * (n_left * n_right)
+    for j, lay in enumerate(lays):
+        raw = await ctx.transport.recv(q, f"{tags[1]}.{j}")
+        back = _parse_ciphertexts(raw, lay.groups * n_right, pk, q)
+        plain = await asyncio.to_thread(sk.raw_decrypt, back)
+        cut = (1 << lay.width) - 1
+        for g in range(lay.groups):
+            for b in range(n_right):
+                m = plain[g * n_right + b]
+                if m >> (lay.per * lay.width):
+                    raise ProtocolError(f"party {q} sent a cross-product reply out of slot range")
+                for s, a in _slots(lay, n_left, g):
+                    shares[a * n_right + b] += (m >> (s * lay.width)) & cut
+    return shares
+
+
+def _evaluate(
+    pk: PublicKey, cts: list[gmpy2.mpz], v: list[int], lay: _Layout, n_right: int
+) -> list[gmpy2.mpz]:
+    """``Enc(Σ_r v_b[r] m_g[r])`` per (g, b) by bucket multi-exponentiation on every core.
+
+    Exponents are made non-negative with an offset, ``e = v + 2^104``; its term
+    ``Enc(2^104 Σ_r m_g[r]) = (Π_r C_r)^(2^104)`` is removed with one inversion. The product
+    ``Π_r C_r`` (the all-ones column) also proves every ``C_r`` coprime to ``n`` at once.
+    """
+    n, n2 = gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare)
+    k = len(v) // n_right
+    offset = 1 << _VALUE_BITS
+    columns = [[v[r * n_right + b] + offset for r in range(k)] for b in range(n_right)]
+    columns.append([1] * k)
+    out: list[gmpy2.mpz] = []
+    for g in range(lay.groups):
+        *products, total = multi_exp_columns(cts[g * k : (g + 1) * k], columns, n2)
+        if gmpy2.gcd(total, n) != 1:
+            raise ProtocolError("a cross-product ciphertext is not a unit mod n^2")
+        unshift = gmpy2.invert(gmpy2.powmod(total, offset, n2), n2)
+        out += [c * unshift % n2 for c in products]
+    return out
+
+
+async def _answer(
+    ctx: PartyContext,
+    p: int,
+    tags: tuple[str, str],
+    v: np.ndarray,
+    n_left: int,
+) -> list[int]:
+    """The right party's side of one owner pair: packed inner products, masked; ``-masks``."""
+    k, n_right = v.shape
+    v_ints = encode_cross(v, what="right column")
+    try:
+        pk = PublicKey.from_bytes(await ctx.transport.recv(p, tags[0]))
+    except (CodecError, ConfigurationError) as exc:
+        raise ProtocolError(
+            f"party {p} sent an unusable Paillier key: {type(exc).__name__}"
+        ) from None
+    shares = [0] * (n_left * n_right)
+    for j, (lo, hi) in enumerate(_blocks(k, n_left, n_right, pk.bits)):
+        lay = _layout(hi - lo, n_left, pk.bits)
+        raw = await ctx.transport.recv(p, f"{tags[0]}.{j}")
+        cts = await asyncio.to_thread(_parse_ciphertexts, raw, lay.groups * (hi - lo), pk, p)
+        rho = _random_below_bits(ctx, lay.bound + lay.sigma, n_left * n_right)
+        base = 1 << lay.bound  # keeps every slot non-negative whatever the sign of Σ
+        packed = [
+            sum((base + rho[a * n_right + b]) << (s * lay.width) for s, a in _slots(lay, n_left, g))
+            for g in range(lay.groups)
+            for b in range(n_right)
+        ]
+        # A fresh encryption of the masks adds them and re-randomises the reply in one product.
+        masks = pk.raw_encrypt(packed, rng=ctx.rng, workers=1)
+        block = v_ints[lo * n_right : hi * n_right]
+        sums = await asyncio.to_thread(_evaluate, pk, cts, block, lay, n_right)
+        reply = pack_ciphertexts(pk.raw_add_many(sums, masks), pk.ciphertext_bytes)
+        await ctx.transport.send(p, f"{tags[1]}.{j}", reply)
+        shares = [s - base - r for s, r in zip(shares, rho, strict=True)]
+    return shares
 
 
 async def cross_products(
@@ -129,91 +312,63 @@ async def cross_products(
 
     Protocol
     --------
-    For every pair (p left, q right) sharing joined rows, in a fixed order: p sends its
-    Paillier public key and ``Enc_p(u)`` for those rows; q returns ``Enc_p(Σ u v + rho)`` per
-    (a, b); p decrypts. Shares: p ``Σ + rho``, q ``-rho``, everyone else 0.
+    For every pair (p left, q right) sharing ``k`` joined rows, in a fixed order:
+
+    1. p packs the ``n_left`` values of each row into the ``W``-bit slots of ONE plaintext,
+       ``m_r = Σ_a U_a[r] 2^(a W) mod n`` (``U = round(u 2^64)``, signed; more columns than
+       slots use several ciphertexts per row), and sends its public key and ``Enc_p(m_r)``;
+    2. q checks the key (>= 2048 bits) and the ciphertexts (in ``Z*_{n^2}``), and computes for
+       each of its columns b the multi-exponentiation ``Π_r Enc(m_r)^(V_b[r] + 2^104)``
+       (bucket method, every core), divides out ``(Π_r Enc(m_r))^(2^104)`` and multiplies by a
+       fresh ``Enc_p(Σ_a (2^B + rho_ab) 2^(a W))``: an encryption of
+       ``Σ_a (S_ab + 2^B + rho_ab) 2^(a W)`` with ``S_ab = Σ_r U_a V_b``, ``|S_ab| < 2^B``
+       (``B = 208 + bitlen(k)``), ``rho_ab`` uniform in ``[0, 2^(B + sigma))``;
+    3. p decrypts and cuts the slots. Shares: p ``S + 2^B + rho``, q ``-(2^B + rho)``, everyone
+       else 0. Every slot is non-negative and the packed total is below ``n``, so it is exact.
 
     Security
     --------
-    Semi-honest: q sees only ciphertexts under p's key (IND-CPA under DCR); p sees ``Σ + rho``,
-    statistically independent of Σ. Only the later secure sum of all shares reveals the total.
+    Semi-honest: q sees only ciphertexts under p's key (IND-CPA under DCR and the engine's
+    short-exponent randomness); p sees ``S + 2^B + rho`` per slot, within statistical distance
+    ``2^-sigma`` of independent of S, on a re-randomised ciphertext. ``sigma`` is 128 when the
+    slots allow it (5 left columns per 2048-bit ciphertext for up to 2^40 rows) and never below
+    40 (more ciphertexts per row instead). Only the later secure sum reveals the total.
 
     Cost
     ----
-    2 rounds per owner pair; p sends ``|P_pq| n_left`` ciphertexts (512 bytes each for a
-    2048-bit key), q returns ``n_left n_right``; q computes ``|P_pq| n_left n_right`` short
-    modular exponentiations.
+    Per owner pair, rows are streamed in blocks of ~2^19 products (``k`` rows x ``n_right``
+    x ``G``; 104,857 rows for 5 right columns): one key message, then one message per block
+    each way, pipelined (q evaluates a block while p encrypts the next; every receive waits
+    for one block's work at most). p encrypts ``k G`` plaintexts (``G = ceil(n_left / per)``,
+    one for up to 5 columns at 2048 bits) and sends them (512 bytes each); q does ``G n_right``
+    multi-exponentiations of 105-bit exponents per block (~``105/c`` modular multiplications
+    per row and column, ``c ~ log2(block rows) - 4``, both cores) and returns ``G n_right``
+    ciphertexts per block; p decrypts those.
 
     References
     ----------
     Paillier, EUROCRYPT 1999; Cramer, Damgård, Nielsen, 2015 (OLE from additively
-    homomorphic encryption).
+    homomorphic encryption); Pippenger, SIAM J. Comput. 1980 (multi-exponentiation).
     """
     me = ctx.party_id
     shares = [0] * (n_left * n_right)
     local_index = {int(r): i for i, r in enumerate(al.my_positions.tolist())}
-    pk = sk = None
+    keys: tuple[PublicKey, PrivateKey] | None = None
     pairs = sorted({(int(p), int(q)) for p, q in zip(*al.owners, strict=True)})
     for p, q in pairs:
-        tag_u, tag_r = ctx.next_tag("cross.u"), ctx.next_tag("cross.ret")
+        tags = (ctx.next_tag("cross.u"), ctx.next_tag("cross.ret"))
+        if me not in (p, q):
+            continue
         rows = np.flatnonzero((al.owners[0] == p) & (al.owners[1] == q)).tolist()
+        values = np.asarray(mine, dtype=np.float64)[[local_index[r] for r in rows]]
         if me == p:
-            if pk is None:
-                pk, sk = keygen(_KEY_BITS, rng=ctx.rng)
-            u = mine[[local_index[r] for r in rows]]
-            ints = [int(v) % pk.n for v in encode_cross(u.T, what="left column")]
-            cts = pk.raw_encrypt(ints, rng=ctx.rng, workers=1)
-            nbytes = (pk.n.bit_length() + 7) // 8
-            await ctx.send_array(q, tag_u, _to_bytes([pk.n], nbytes))
-            await ctx.send_array(q, tag_u + ".c", _to_bytes(cts, pk.ciphertext_bytes))
-            back = _from_bytes(
-                await ctx.recv_array(q, tag_r), pk.ciphertext_bytes, n_left * n_right, q
-            )
-            if sk is None:
-                raise ProtocolError("missing Paillier key")
-            for i, m in enumerate(sk.raw_decrypt(back, workers=1)):
-                shares[i] += m - pk.n if m > pk.n // 2 else m
-        elif me == q:
-            shares_q = await _answer(ctx, p, tag_u, tag_r, mine, local_index, rows, n_left, n_right)
-            shares = [a + b for a, b in zip(shares, shares_q, strict=True)]
+            if keys is None:
+                keys = await asyncio.to_thread(keygen, _KEY_BITS, ctx.rng)
+            part = await _offer(ctx, q, tags, values.reshape(len(rows), n_left), keys, n_right)
+        else:
+            part = await _answer(ctx, p, tags, values.reshape(len(rows), n_right), n_left)
+        shares = [a + b for a, b in zip(shares, part, strict=True)]
     return shares
-
-
-async def _answer(
-    ctx: PartyContext,
-    p: int,
-    tag_u: str,
-    tag_r: str,
-    mine: np.ndarray,
-    local_index: dict[int, int],
-    rows: list[int],
-    n_left: int,
-    n_right: int,
-) -> list[int]:
-    """The right party's side of one owner pair: homomorphic inner products, masked."""
-    n_arr = await ctx.recv_array(p, tag_u)
-    raw = n_arr.tobytes() if n_arr.dtype == np.uint8 else b""
-    pk = PublicKey(int.from_bytes(raw, "little"))
-    cts = _from_bytes(
-        await ctx.recv_array(p, tag_u + ".c"), pk.ciphertext_bytes, n_left * len(rows), p
-    )
-    pk.validate_ciphertexts(cts)
-    v = mine[[local_index[r] for r in rows]]
-    v_ints = encode_cross(v.T, what="right column")
-    k = len(rows)
-    rho = _random_below_bits(ctx, _MASK_BITS, n_left * n_right)
-    masks = pk.raw_encrypt(rho, rng=ctx.rng, workers=1)
-    n2 = pk.n * pk.n
-    out = []
-    for a in range(n_left):
-        col = cts[a * k : (a + 1) * k]
-        for b in range(n_right):
-            acc = masks[a * n_right + b]
-            for c in pk.raw_mul_many(col, v_ints[b * k : (b + 1) * k]):
-                acc = acc * c % n2
-            out.append(acc)
-    await ctx.send_array(p, tag_r, _to_bytes(out, pk.ciphertext_bytes))
-    return [-r for r in rho]
 
 
 async def sum_cross_shares(ctx: PartyContext, shares: Sequence[int]) -> np.ndarray:

@@ -83,8 +83,9 @@ async def vertical_moments(
     1. Pass 1 on this party's joined rows, its own columns (others count as missing):
        exact secure sum of counts and sums; reveal the means.
     2. Pass 2: centred sums of squares and same-side centred cross-products, secure-summed.
-    3. For cov/corr: left x right centred cross-products by Paillier-based OLE per owner
-       pair, then one secure sum of the shares.
+    3. For cov/corr: left x right centred cross-products per owner pair — Paillier-based OLE
+       by default, dealer-masked exact inner products modulo 2^128 with an explicit dealer
+       (:mod:`privcomp.protocols.cross_dealer`) — then one secure sum of the shares.
 
     Security
     --------
@@ -93,7 +94,8 @@ async def vertical_moments(
 
     Cost
     ----
-    4 rounds (2 secure sums) + 2 per owner pair + 2 for the cross sum.
+    4 rounds (2 secure sums) + 2 per owner pair per streamed block (~10^5 rows for 5 right
+    columns; pipelined) + 2 for the cross sum; with a dealer, 1 round per owner pair.
 
     References
     ----------
