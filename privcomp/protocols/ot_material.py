@@ -135,15 +135,23 @@ def _low_bit_words(h: RingArray) -> RingArray:
 
 async def and_triples(ctx: PartyContext, exts: Exts, shape: Shape) -> TripleShare:
     """XOR-shared triples ``c = a & b`` on 64-bit words (2 rounds per chunk)."""
+    return await _triples(ctx, exts, shape, boolean=True)
+
+
+async def _triples(ctx: PartyContext, exts: Exts, shape: Shape, *, boolean: bool) -> TripleShare:
+    """AND (``boolean``) or Beaver triples: own product plus the chunked cross terms."""
     shape = tuple(int(s) for s in shape)
     a = ctx.rng.ring_elements(shape)
     b = ctx.rng.ring_elements(shape)
-    c = np.asarray(a & b, dtype=np.uint64).reshape(-1)
+    c = np.asarray(a & b if boolean else a * b, dtype=np.uint64).reshape(-1)
     a_flat, b_flat = a.reshape(-1), b.reshape(-1)
-    for ch in _plan(ctx, exts, c.size, 2 * _WORD, "ot-and-fix", 1):
-        c[ch.lo : ch.hi] ^= await _and_chunk(
-            ctx, exts, ch, a_flat[ch.lo : ch.hi], b_flat[ch.lo : ch.hi]
-        )
+    label = "ot-and-fix" if boolean else "ot-mul-fix"
+    for ch in _plan(ctx, exts, c.size, 2 * _WORD, label, 1):
+        part = a_flat[ch.lo : ch.hi], b_flat[ch.lo : ch.hi]
+        if boolean:
+            c[ch.lo : ch.hi] ^= await _and_chunk(ctx, exts, ch, *part)
+        else:
+            c[ch.lo : ch.hi] += await _mul_chunk(ctx, exts, ch, *part)
     return TripleShare(a=a, b=b, c=c.reshape(shape))
 
 
@@ -209,16 +217,7 @@ def _sum_words(values: RingArray, n: int) -> RingArray:
 
 async def mul_triples(ctx: PartyContext, exts: Exts, shape: Shape) -> TripleShare:
     """Elementwise Beaver triples ``c = a * b`` mod 2^64 by Gilboa products (2 rounds a chunk)."""
-    shape = tuple(int(s) for s in shape)
-    a = ctx.rng.ring_elements(shape)
-    b = ctx.rng.ring_elements(shape)
-    c = np.asarray(a * b, dtype=np.uint64).reshape(-1)
-    a_flat, b_flat = a.reshape(-1), b.reshape(-1)
-    for ch in _plan(ctx, exts, c.size, 2 * _WORD, "ot-mul-fix", 1):
-        c[ch.lo : ch.hi] += await _mul_chunk(
-            ctx, exts, ch, a_flat[ch.lo : ch.hi], b_flat[ch.lo : ch.hi]
-        )
-    return TripleShare(a=a, b=b, c=c.reshape(shape))
+    return await _triples(ctx, exts, shape, boolean=False)
 
 
 async def _mul_chunk(

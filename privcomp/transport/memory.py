@@ -27,7 +27,7 @@ from privcomp.errors import (
     RoundTimeoutError,
     TransportError,
 )
-from privcomp.transport.base import TransportStats
+from privcomp.transport.base import Transport, TransportStats
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +215,44 @@ class InMemoryNetwork:
             self.check_abort()
             raise ProtocolError(f"party {me}: receive from party {frm} failed")
         return fut.result()
+
+
+class ComputingPartiesView:
+    """A computing party's view of a network whose helper parties (a dealer) sit after them.
+
+    Wraps any transport of an ``n + h``-party network and reports ``n_parties = n``, so
+    protocols loop over the computing parties only while a helper at index ``n`` stays
+    reachable by index (as :class:`~privcomp.jobs.dealer_net.NetworkDealerSource` needs).
+    """
+
+    def __init__(self, inner: Transport, n_parties: int) -> None:
+        if not 0 < n_parties <= inner.n_parties:
+            raise ConfigurationError(f"a view of {n_parties} parties of {inner.n_parties}")
+        self._inner, self._n = inner, n_parties
+
+    @property
+    def party_id(self) -> int:
+        """This party's index."""
+        return self._inner.party_id
+
+    @property
+    def n_parties(self) -> int:
+        """The number of computing parties."""
+        return self._n
+
+    @property
+    def stats(self) -> TransportStats:
+        """The wrapped transport's counters."""
+        return self._inner.stats
+
+    async def send(self, to: int, tag: str, payload: bytes) -> None:
+        """Send through the wrapped transport (helpers included)."""
+        await self._inner.send(to, tag, payload)
+
+    async def recv(self, frm: int, tag: str) -> bytes:
+        """Receive through the wrapped transport (helpers included)."""
+        return await self._inner.recv(frm, tag)
+
+    async def close(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,27 +16,7 @@ from privcomp.protocols.context import PartyContext
 from privcomp.protocols.cross_dealer import CrossMaskSource, masked_cross_totals, pair_shares
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.protocols.he_triples import PaillierTripleSource
-from privcomp.transport.memory import InMemoryNetwork
-
-
-class _View:
-    """An in-memory transport that reports fewer parties (the dealer sits after them)."""
-
-    def __init__(self, inner: Any, n: int) -> None:
-        self._t, self._n = inner, n
-
-    party_id = property(lambda self: self._t.party_id)
-    n_parties = property(lambda self: self._n)
-    stats = property(lambda self: self._t.stats)
-
-    async def send(self, to: int, tag: str, payload: bytes) -> None:
-        await self._t.send(to, tag, payload)
-
-    async def recv(self, frm: int, tag: str) -> bytes:
-        return await self._t.recv(frm, tag)
-
-    async def close(self) -> None:
-        await self._t.close()
+from privcomp.transport.memory import ComputingPartiesView, InMemoryNetwork
 
 
 def _words(values: np.ndarray) -> np.ndarray:
@@ -124,7 +103,9 @@ async def test_network_dealer_serves_cross_masks() -> None:
     n = 3
     net = InMemoryNetwork(n + 1)
     ctxs = [
-        PartyContext(transport=_View(net.transports[i], n), triples=NetworkDealerSource(n))
+        PartyContext(
+            transport=ComputingPartiesView(net.transports[i], n), triples=NetworkDealerSource(n)
+        )
         for i in range(n)
     ]
     assert all(isinstance(c.triples, CrossMaskSource) for c in ctxs)
@@ -136,7 +117,7 @@ async def test_network_dealer_serves_cross_masks() -> None:
         return res
 
     served, outs = await asyncio.gather(
-        serve_dealer(_View(net.transports[n], n), n, TrustedDealer(n)),
+        serve_dealer(ComputingPartiesView(net.transports[n], n), n, TrustedDealer(n)),
         stop_after(asyncio.ensure_future(_run_totals(ctxs, 2000, seed=4))),
     )
     assert served == 2  # one request per owner pair
@@ -159,7 +140,9 @@ async def test_dealer_refuses_oversized_and_malformed_requests() -> None:
     for p in range(n):
         await net.transports[p].send(n, "dealer/0", req)
     with pytest.raises(ProtocolError, match="exceeds the cap of 1000 elements"):
-        await serve_dealer(_View(net.transports[n], n), n, TrustedDealer(n), max_elements=1000)
+        await serve_dealer(
+            ComputingPartiesView(net.transports[n], n), n, TrustedDealer(n), max_elements=1000
+        )
 
 
 async def test_wrong_shape_message_and_wrong_source_are_typed_errors() -> None:

@@ -8,11 +8,12 @@ in-memory network, with cached 2048-bit keys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from share_totals import total, xor_total
 
 from privcomp.backends.paillier import ciphertexts_from_bytes, ciphertexts_to_bytes, keygen
 from privcomp.core.beaver import (
@@ -71,21 +72,6 @@ def run(
         return list(await asyncio.gather(*(body(c) for c in ctxs)))
 
     return asyncio.run(main()), network
-
-
-def total(parts: Sequence[np.ndarray]) -> np.ndarray:
-    # At least 1-d: arithmetic on 0-d uint64 arrays gives numpy scalars, whose wraparound warns.
-    out = np.zeros_like(np.atleast_1d(parts[0]))
-    for p in parts:
-        out = out + p
-    return out
-
-
-def xor_total(parts: Sequence[np.ndarray]) -> np.ndarray:
-    out = np.zeros_like(np.atleast_1d(parts[0]))
-    for p in parts:
-        out = out ^ p
-    return out
 
 
 # --- pure helpers -------------------------------------------------------------------------

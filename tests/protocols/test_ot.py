@@ -9,12 +9,13 @@ the in-memory network; the end-to-end comparisons are checked against numpy on r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import gmpy2
 import numpy as np
 import pytest
+from share_totals import total, xor_total
 
 from privcomp.core.beaver import trunc_combine, trunc_mask
 from privcomp.core.rng import InsecureSeededRandom
@@ -68,20 +69,6 @@ def run(
         return list(await asyncio.gather(*(body(c) for c in ctxs)))
 
     return asyncio.run(main())
-
-
-def total(parts: Sequence[np.ndarray]) -> np.ndarray:
-    out = np.zeros_like(np.atleast_1d(parts[0]))
-    for p in parts:
-        out = out + p
-    return out
-
-
-def xor_total(parts: Sequence[np.ndarray]) -> np.ndarray:
-    out = np.zeros_like(np.atleast_1d(parts[0]))
-    for p in parts:
-        out = out ^ p
-    return out
 
 
 # --- building blocks -----------------------------------------------------------------------

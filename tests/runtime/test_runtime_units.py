@@ -38,7 +38,7 @@ from privcomp.rpc import serde
 from privcomp.rpc.status import code_for, error_class_for, error_from_rpc
 from privcomp.rpc.transport import JobMailbox, chunk_requests, encode_chunk
 from privcomp.services.jobstore import JobRepository
-from privcomp.transport.memory import InMemoryNetwork
+from privcomp.transport.memory import ComputingPartiesView, InMemoryNetwork
 
 PARTIES = ("a", "b", "c")
 
@@ -250,26 +250,6 @@ def test_chunking_and_mailbox() -> None:
     asyncio.run(run())
 
 
-class _View:
-    """An in-memory transport that reports fewer parties (the dealer sits after them)."""
-
-    def __init__(self, inner: Any, n: int) -> None:
-        self._t, self._n = inner, n
-
-    party_id = property(lambda self: self._t.party_id)
-    n_parties = property(lambda self: self._n)
-    stats = property(lambda self: self._t.stats)
-
-    async def send(self, to: int, tag: str, payload: bytes) -> None:
-        await self._t.send(to, tag, payload)
-
-    async def recv(self, frm: int, tag: str) -> bytes:
-        return await self._t.recv(frm, tag)
-
-    async def close(self) -> None:
-        await self._t.close()
-
-
 def _columns(seed: int, rows: tuple[int, ...]) -> list[LocalData]:
     gen = np.random.default_rng(seed)
     return [
@@ -283,7 +263,9 @@ async def _run_stats(datas: list[LocalData], spec: JobSpec, dealer_mode: str) ->
     if dealer_mode == "network":
         net = InMemoryNetwork(n + 1)
         ctxs = [
-            PartyContext(transport=_View(net.transports[i], n), triples=NetworkDealerSource(n))
+            PartyContext(
+                transport=ComputingPartiesView(net.transports[i], n), triples=NetworkDealerSource(n)
+            )
             for i in range(n)
         ]
 
@@ -293,7 +275,7 @@ async def _run_stats(datas: list[LocalData], spec: JobSpec, dealer_mode: str) ->
             return out
 
         served, *outs = await asyncio.gather(
-            serve_dealer(_View(net.transports[n], n), n, TrustedDealer(n)),
+            serve_dealer(ComputingPartiesView(net.transports[n], n), n, TrustedDealer(n)),
             *(party(i) for i in range(n)),
         )
         assert served >= 2  # Beaver triple + truncation pair
