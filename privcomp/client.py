@@ -52,7 +52,7 @@ from privcomp.rpc.client import CALL_TIMEOUT_S, Job, JobInfo, PartySummary
 from privcomp.rpc.client import Federation as Connection
 from privcomp.rpc.client import connect as _connect_rpc
 from privcomp.rpc.pki import Identity
-from privcomp.rpc.stats_spec import NEEDS_TRIPLES, datasets_of, query_to_spec
+from privcomp.rpc.stats_spec import datasets_of, needs_material, query_to_spec
 from privcomp.types import FloatArray
 
 #: Default global deadline of one statistics job, in seconds (HE preprocessing takes a while).
@@ -212,7 +212,7 @@ class Federation:
                 f"dataset {query.dataset!r} is held by {len(holders)} party; joint statistics "
                 "need at least 2 parties"
             )
-        comparisons = query.kind in NEEDS_TRIPLES and self.triples == "dealer"
+        comparisons = self.triples == "dealer" and needs_material(query)
         spec = query_to_spec(
             query,
             [h.name for h in holders],

@@ -22,6 +22,18 @@ from privcomp.policy.query import Expr, Query
 NEEDS_TRIPLES = frozenset({"quantile", "describe"})
 
 
+def needs_material(query: Query) -> bool:
+    """Whether ``query`` uses correlated randomness (so a dealer, if chosen, takes part).
+
+    Comparisons (quantiles, ``describe``) and the cross-party products of a join (cov/corr, or
+    a group key on one side and values on the other) do; moments of one table do not.
+    """
+    cross = query.join is not None and (
+        query.by is not None or bool({"cov", "corr"} & set(query.ops))
+    )
+    return query.kind in NEEDS_TRIPLES or cross
+
+
 def _plain(value: Any) -> Any:
     """JSON-compatible form of a filter value (numpy scalars → Python, tuples → lists)."""
     if isinstance(value, np.generic):

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from privcomp.jobs.stats_query import release_from_arrays, release_to_arrays, va
 from privcomp.policy.query import Query
 from privcomp.protocols.stats_job import Moments
 from privcomp.protocols.stats_quantile import QuantileRelease
-from privcomp.rpc.stats_spec import query_from_spec, query_to_spec
+from privcomp.rpc.stats_spec import needs_material, query_from_spec, query_to_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
@@ -210,7 +211,8 @@ def test_cli_submits_stats_yaml_and_prints_a_table(feds: Any) -> None:
     assert any(r[:1] == ["count:"] for r in lines)
 
 
-def test_psi_join_corr_and_groupby_equal_local() -> None:
+@pytest.mark.parametrize("triples", ["he", "dealer"])
+def test_psi_join_corr_and_groupby_equal_local(triples: str) -> None:
     """Vertical: two hospitals hold patients, an insurer holds claims keyed by patient id."""
     df = diabetes()
     ids = np.arange(len(df)) * 7 + 3
@@ -226,7 +228,10 @@ def test_psi_join_corr_and_groupby_equal_local() -> None:
     pooled = patients.merge(claims, on="patient_id").drop(columns=["patient_id"])
     loc = local(data)
     jl = loc.table("patients").join(loc.table("claims"), on="patient_id")
-    with Deployment.start(data) as dep, dep.connect() as fed:
+    with (
+        Deployment.start(data, dealer=triples == "dealer") as dep,
+        dep.connect(triples=triples) as fed,
+    ):
         j = fed.table("patients").join(fed.table("claims"), on="patient_id")
         assert len(j) == len(pooled)
         # Cross-party products are fixed-point OLE shares: equal to ~1e-12, not bit-identical.
@@ -369,3 +374,13 @@ def test_stats_tables_render_describe() -> None:
     tables = dict(stats_tables(spec, release_to_arrays((m, q))))
     assert tables["count"].loc["all", "b"] == 4.0
     assert tables["quantiles"].loc[1.0, "b"] == 3.0
+
+
+def test_dealer_takes_part_only_where_there_is_material_to_deal() -> None:
+    base = Query(dataset="p", kind="moments", columns=("x",), ops=("mean",))
+    assert not needs_material(base)
+    assert needs_material(replace(base, kind="quantile", quantiles=(0.5,)))
+    joined = replace(base, join=("c", "id"), party_sides=(0, 1), column_sides=(0,))
+    assert not needs_material(joined)
+    assert needs_material(replace(joined, ops=("corr",)))
+    assert needs_material(replace(joined, by="sex", by_side=1))
