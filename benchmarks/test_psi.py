@@ -4,9 +4,11 @@ Groups (one per size): ``privcomp`` (mutual-output ECDH-PSI over X25519, forked 
 core), ``privcomp_1core`` (same, ``workers=1``), ``openmined`` (OpenMined PSI 2.0.6, ECDH over
 P-256, one-sided output, raw response; skipped if not installed and above 10^5 keys),
 ``x25519_floor`` (the ``4 n`` bare X25519 exchanges any mutual-output DH-PSI needs, one core)
-and ``plaintext`` (Python set intersection, no privacy). extra_info records keys/s per party,
-per-party CPU seconds (forked workers included), bytes sent per party, and the competitors' CPU
-seconds per run (``cpu_s``): on a shared machine CPU time is the stable figure. Run::
+and ``plaintext`` (Python set intersection, no privacy); group ``align``: joining two parties'
+tags with :func:`~privcomp.protocols.psi.align_tags` against per-tag dicts. extra_info records
+keys/s per party, per-party CPU seconds (forked workers included), bytes sent per party, and the
+competitors' CPU seconds per run (``cpu_s``): on a shared machine CPU time is the stable figure.
+Run::
 
     pytest benchmarks/test_psi.py --benchmark-group-by=param:n \
         --benchmark-columns=min,median,rounds -p no:cacheprovider
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
-from privcomp.protocols.psi import PSIResult, hash_keys, psi
+from privcomp.protocols.psi import PSIResult, align_tags, hash_keys, psi
 from privcomp.transport.memory import InMemoryNetwork
 
 FULL_SIZES = [10**4, 10**5, 10**6]
@@ -139,3 +141,31 @@ def test_x25519_floor(benchmark: Any, n: int) -> None:
 def test_plaintext(benchmark: Any, n: int) -> None:
     a, b = key_sets(n)
     assert len(benchmark.pedantic(lambda: set(a) & set(b), rounds=ROUNDS[n])) == n // 2
+
+
+def _dict_join(tags: list[list[bytes]]) -> list[int]:
+    """The per-tag dict join of stats_vertical.align before vectorising (two parties)."""
+    left, right = ({t: i for i, t in enumerate(lst)} for lst in tags)
+    joined = sorted(set(left) & set(right))
+    return sorted(left[t] for t in joined)
+
+
+@pytest.mark.benchmark(group="align")
+@pytest.mark.parametrize("impl", ["align_tags", "dict"])
+def test_align(benchmark: Any, n: int, impl: str) -> None:
+    """Joining two parties' n 32-byte PSI tags (n/2 shared): vectorised against per-tag dicts."""
+    gen = np.random.default_rng(n)
+    raw = gen.bytes(32 * (n + n // 2))
+    pool = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+    tags = [pool[:n], pool[n - n // 2 :]]
+
+    def run() -> int:
+        if impl == "dict":
+            return len(_dict_join(tags))
+        out = align_tags(tags, [0, 1], 0)
+        assert out is not None
+        return out[0]
+
+    cpu = time.process_time()
+    assert benchmark.pedantic(run, rounds=ROUNDS[n]) == n // 2
+    benchmark.extra_info["cpu_s"] = (time.process_time() - cpu) / ROUNDS[n]

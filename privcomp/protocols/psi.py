@@ -46,7 +46,16 @@ Cost
 3 rounds; ``2 * (n_own + n_peer)`` X25519 exponentiations in all, half per party for equal
 sets (~25 us of CPU each); ``32 * (n_own + n_peer)`` bytes sent per party plus a 27-byte
 header. Large batches use every core: forked workers return raw bytes through an anonymous
-shared mapping (no pickle); ``workers=1`` stays in-process.
+shared mapping (no pickle); ``workers=1`` stays in-process. Forked rounds are pipelined: each
+batch of ~2^17 elements is forked and awaited off the event loop, its messages are sent in the
+background while the next batch is computed, and each batch of the peer's elements is raised as
+soon as it has arrived, so neither the cores nor the link wait for each other. In-process
+(``workers=1``, or small sets), each round is one batch: streamed in-process batches would run
+the two parties in lock-step over gRPC, each idle while the other computes.
+
+Measured CPU per party (2-core VM, see ``benchmarks/results_psi.md``): ~95% is the ``2n``
+X25519 exchanges themselves (~25 us each through ``cryptography``, ~1.8 us of which builds the
+public-key object); hashing (~0.4 us per key), shuffling, framing, forks and matching the rest.
 
 References
 ----------
@@ -65,7 +74,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +90,10 @@ from privcomp.errors import (
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.psi_group import (
     ELEMENT_BYTES,
+    Exponentiator,
+    _align,
     _as_list,
-    _Exponentiator,
+    align_tags,
     encode_key,
     hash_keys,
     key_encoders,
@@ -92,11 +103,13 @@ from privcomp.types import IntArray
 
 #: Elements per message; 2 MiB payloads keep memory per message bounded.
 DEFAULT_CHUNK = 1 << 16
+# Elements per forked batch: a fork of a large parent costs ~10 ms; 2^17 elements are ~1.6 s of
+# work on 2 cores, so forks cost < 1% while the peer still gets its first elements early.
+_BATCH = 1 << 17
 _VERSION = 1
 # version, status, mode, n, chunk, min_size
 _HEADER = struct.Struct("<BBBQQQ")
 _OK, _DUPLICATES, _BAD_KEYS = 0, 1, 2
-Compute = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +136,47 @@ class PSIResult:
     cpu_seconds: float
 
 
-async def _recv_chunks(ctx: PartyContext, peer: int, tag: str, n: int, chunk: int) -> bytes:
+@dataclass(frozen=True, slots=True)
+class PSIValues:
+    """One party's output of :func:`psi_values`.
+
+    Attributes
+    ----------
+    own:
+        ``H(k)^(ab)`` of this party's keys, 32 bytes each, in row order.
+    peer:
+        ``H(k')^(ab)`` of the peer's keys, 32 bytes each, in an order the peer drew at random.
+    n_own, n_peer:
+        Set sizes of this party and of its peer.
+    cpu_seconds:
+        CPU time this party spent hashing and exponentiating, forked workers included.
+    """
+
+    own: bytes
+    peer: bytes
+    n_own: int
+    n_peer: int
+    cpu_seconds: float
+
+
+def _batch(exp: Exponentiator, chunk: int, count: int) -> int:
+    """Elements per batch: whole messages, about :data:`_BATCH` elements if they are forked.
+
+    An in-process batch blocks the event loop, and a gRPC send returns only once the peer's
+    loop has taken the message: two parties alternating in-process batches with sends would
+    run in lock-step, each idle while the other computes. So in-process, a round is one batch
+    (as in the classic two-phase DH-PSI), and only forked batches are streamed.
+    """
+    batch = max(1, _BATCH // chunk) * chunk
+    return batch if exp.forks(min(batch, count)) else max(count, 1)
+
+
+async def _recv_chunks(
+    ctx: PartyContext, peer: int, tag: str, n: int, chunk: int, start: int, stop: int
+) -> bytes:
+    """Receive elements ``start .. stop - 1`` (``start`` a multiple of ``chunk``)."""
     parts = []
-    for i in range(-(-n // chunk)):
+    for i in range(start // chunk, -(-stop // chunk)):
         part = await ctx.transport.recv(peer, f"{tag}{i}")
         expected = min(chunk, n - i * chunk) * ELEMENT_BYTES
         if len(part) != expected:
@@ -136,17 +187,55 @@ async def _recv_chunks(ctx: PartyContext, peer: int, tag: str, n: int, chunk: in
     return b"".join(parts)
 
 
-async def _exp_stream(
-    ctx: PartyContext, peer: int, tag: str, count: int, chunk: int, work: Compute
-) -> bytes:
-    """Compute ``work`` chunk by chunk, sending each chunk as soon as it is ready."""
-    done = []
-    for i, start in enumerate(range(0, count, chunk)):
-        part = work(start, min(start + chunk, count))
-        await ctx.transport.send(peer, f"{tag}{i}", part)
-        done.append(part)
-        await asyncio.sleep(0)  # let the other coroutines (peer, transport) run between chunks
-    return b"".join(done)
+async def _send_chunks(
+    ctx: PartyContext, peer: int, tag: str, start: int, blob: bytes, chunk: int
+) -> None:
+    """Send ``blob`` (elements from ``start``, a multiple of ``chunk``) as messages."""
+    step, first = chunk * ELEMENT_BYTES, start // chunk
+    for j, pos in enumerate(range(0, len(blob), step)):
+        await ctx.transport.send(peer, f"{tag}{first + j}", blob[pos : pos + step])
+
+
+class _Sends:
+    """Sends of forked batches run in the background while the next batch is computed.
+
+    A gRPC send returns once the peer has the message, so awaiting it inline would leave the
+    cores idle for a round trip per batch; the tasks are awaited (and failures raised) at the
+    end, or earlier as soon as one fails. A batch computed in-process blocks the event loop, so
+    its sends are awaited at once instead: a background stream stalled for seconds in
+    mid-message can be cancelled by the peer.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, send: Coroutine[Any, Any, None], background: bool) -> None:
+        for task in self._tasks:
+            failed = task.exception() if task.done() and not task.cancelled() else None
+            if failed is not None:
+                send.close()
+                raise failed
+        if background:
+            self._tasks.append(asyncio.ensure_future(send))
+        else:
+            await send
+            await asyncio.sleep(0)  # let the peer (in-process) and the transport run
+
+    async def finish(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: no "never retrieved" log for a failure seen
+
+
+def _inverse(perm: IntArray) -> IntArray:
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size, dtype=perm.dtype)
+    return inv
 
 
 def _permute(blob: bytes, perm: IntArray) -> bytes:
@@ -180,34 +269,6 @@ async def _handshake(
             f"party {ctx.party_id}: party {peer} runs a different PSI version or mode"
         )
     return p_n, p_chunk, p_min
-
-
-def _align(own_d: bytes, peer_d: bytes, cardinality_only: bool) -> tuple[int, IntArray | None]:
-    """Intersection size and, in alignment mode, own rows in the canonical shared order.
-
-    The canonical order is lexicographic on the four little-endian 64-bit words of the
-    double-encrypted value; both parties sort the same values, so they get the same order.
-    """
-    own = np.frombuffer(own_d, dtype="<u8").reshape(-1, 4)
-    theirs = np.frombuffer(peer_d, dtype="<u8").reshape(-1, 4)
-    # Fast exact path: match on the first word, then confirm all four words.
-    order = np.argsort(theirs[:, 0], kind="stable")
-    first = theirs[order, 0]
-    unique_first = first.size < 2 or bool(np.all(first[1:] != first[:-1]))
-    pos = np.minimum(np.searchsorted(first, own[:, 0]), max(first.size - 1, 0))
-    rows = np.flatnonzero(first[pos] == own[:, 0]) if first.size else np.zeros(0, np.int64)
-    exact = bool(np.all(own[rows] == theirs[order[pos[rows]]]))
-    if not (unique_first and exact):  # a 64-bit prefix collision (probability ~n^2/2^64)
-        s32 = f"S{ELEMENT_BYTES}"
-        rows = np.flatnonzero(np.isin(np.frombuffer(own_d, s32), np.frombuffer(peer_d, s32)))
-    if cardinality_only:
-        return int(rows.size), None
-    matched = own[rows]
-    if unique_first:  # first words of the matched values are distinct: one key suffices
-        ranks = np.argsort(matched[:, 0], kind="stable")
-    else:
-        ranks = np.lexsort((matched[:, 3], matched[:, 2], matched[:, 1], matched[:, 0]))
-    return int(rows.size), rows[ranks].astype(np.int64)
 
 
 def _peer_of(ctx: PartyContext, peer: int | None) -> int:
@@ -280,11 +341,82 @@ async def psi(
     >>> simulate(program, [["a", "b", "c"], ["c", "x", "a"]], triples="dealer")  # doctest: +SKIP
     [array([0, 2]), array([2, 0])]   # or [2, 0] / [0, 2]: the order is random, but shared
     """
-    if chunk_size < 1 or min_size < 0:
+    if min_size < 0:
+        raise ConfigurationError("chunk_size must be >= 1 and min_size >= 0")
+    run = await _run(ctx, keys, peer, cardinality_only, min_size, chunk_size, workers)
+    t0 = time.process_time()
+    size, indices = _align(run.own, run.peer, cardinality_only)
+    cpu = run.cpu_seconds + time.process_time() - t0
+    k = max(min_size, run.peer_min)
+    if size < k:
+        who = ctx.party_id if min_size >= run.peer_min else run.other
+        raise GroupTooSmall("join (private set intersection)", k, party=f"party {who}")
+    return PSIResult(size, indices, run.n_own, run.n_peer, cpu)
+
+
+async def psi_values(
+    ctx: PartyContext,
+    keys: Iterable[Any],
+    *,
+    peer: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    workers: int | None = None,
+) -> PSIValues:
+    """The double-encrypted values ``H(k)^(ab)`` of both parties' keys (3 rounds).
+
+    Steps 1-3 of :func:`psi` in alignment mode (the two can be mixed: a party calling this
+    and its peer calling ``psi(cardinality_only=False)`` interoperate). Equal values are
+    equal keys, so a caller can match rows itself, e.g. to align several parties per side.
+
+    Security: the leakage of :func:`psi` in alignment mode. The peer's values come in an
+    order the peer drew at random, so they reveal nothing about its row order; values of
+    non-matching keys are pseudorandom group elements (DDH); scalars are fresh per call.
+
+    Parameters
+    ----------
+    ctx, keys, peer, chunk_size, workers:
+        As for :func:`psi`.
+
+    Returns
+    -------
+    PSIValues
+        ``own`` in this party's row order, ``peer`` in the peer's random order.
+
+    Raises
+    ------
+    DuplicateKeyError, EncodingError, ProtocolError
+        As for :func:`psi`.
+    """
+    run = await _run(ctx, keys, peer, False, 0, chunk_size, workers)
+    return PSIValues(run.own, run.peer, run.n_own, run.n_peer, run.cpu_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    own: bytes
+    peer: bytes
+    n_own: int
+    n_peer: int
+    peer_min: int
+    other: int
+    cpu_seconds: float
+
+
+async def _run(
+    ctx: PartyContext,
+    keys: Iterable[Any],
+    peer: int | None,
+    cardinality_only: bool,
+    min_size: int,
+    chunk_size: int,
+    workers: int | None,
+) -> _Run:
+    """Steps 1-3: header, then own and peer elements in forked batches, streamed both ways."""
+    if chunk_size < 1:
         raise ConfigurationError("chunk_size must be >= 1 and min_size >= 0")
     other = _peer_of(ctx, peer)
     me = ctx.party_id
-    exp = _Exponentiator(ctx.rng, workers, me)
+    exp = Exponentiator(ctx.rng, workers, me)
     base = ctx.next_tag("psi")
     t0 = time.process_time()
     items = _as_list(keys)
@@ -303,39 +435,73 @@ async def psi(
     own = (int(cardinality_only), n, chunk_size, min_size)
     n_peer, peer_chunk, peer_min = await _handshake(ctx, other, f"{base}/hdr", own, failure)
     ctx.rounds += 3
-    # Round 2: own elements H(k)^a in a fresh random order, streamed.
-    await _exp_stream(
-        ctx, other, f"{base}/x", n, chunk_size,
-        lambda a, b: exp.hash_apply(items, table, order[a:b]),
-    )  # fmt: skip
-    theirs = await _recv_chunks(ctx, other, f"{base}/x", n_peer, peer_chunk)
-    if cardinality_only:  # return the peer's elements in an order the peer cannot link
-        theirs = _permute(theirs, random_permutation(ctx.rng, n_peer))
-    # Round 3: the peer's elements H(k')^(ba), returned in the order received.
-    w = ELEMENT_BYTES
-    peer_double = await _exp_stream(
-        ctx, other, f"{base}/z", n_peer, peer_chunk, lambda a, b: exp.apply(theirs[w * a : w * b])
-    )
-    mine = await _recv_chunks(ctx, other, f"{base}/z", n, chunk_size)
+    sends = _Sends()
+    try:
+        # Round 2: own elements H(k)^a in a fresh random order, batch by batch.
+        step = _batch(exp, chunk_size, n)
+        for a in range(0, n, step):
+            part = await exp.hash_apply_async(items, table, order[a : a + step])
+            send = _send_chunks(ctx, other, f"{base}/x", a, part, chunk_size)
+            await sends.start(send, exp.forks(min(step, n - a)))
+        # Round 3: the peer's elements H(k')^(ba), each batch as soon as it has arrived.
+        peer_double = await _peer_round(
+            ctx, other, base, exp, (n_peer, peer_chunk), cardinality_only, sends
+        )
+        mine = await _recv_chunks(ctx, other, f"{base}/z", n, chunk_size, 0, n)
+        await sends.finish()
+    finally:
+        sends.cancel()
     t0 = time.process_time()
     if not cardinality_only:  # back from the shuffled order to row order
-        mine = _permute(mine, np.argsort(perm))
-    size, indices = _align(mine, peer_double, cardinality_only)
+        mine = _permute(mine, _inverse(perm))
     exp.cpu_seconds += time.process_time() - t0
-    k = max(min_size, peer_min)
-    if size < k:
-        who = me if min_size >= peer_min else other
-        raise GroupTooSmall("join (private set intersection)", k, party=f"party {who}")
-    return PSIResult(size, indices, n, n_peer, exp.cpu_seconds)
+    return _Run(mine, peer_double, n, n_peer, peer_min, other, exp.cpu_seconds)
+
+
+async def _peer_round(
+    ctx: PartyContext,
+    other: int,
+    base: str,
+    exp: Exponentiator,
+    sizes: tuple[int, int],
+    cardinality_only: bool,
+    sends: _Sends,
+) -> bytes:
+    """Raise the peer's elements to this party's scalar and send them back (round 3)."""
+    n_peer, peer_chunk = sizes
+    w, tag = ELEMENT_BYTES, f"{base}/x"
+    theirs = b""
+    if cardinality_only:  # return the peer's elements in an order the peer cannot link
+        theirs = await _recv_chunks(ctx, other, tag, n_peer, peer_chunk, 0, n_peer)
+        t0 = time.process_time()
+        theirs = _permute(theirs, random_permutation(ctx.rng, n_peer))
+        exp.cpu_seconds += time.process_time() - t0
+    done = []
+    step = _batch(exp, peer_chunk, n_peer)
+    for a in range(0, n_peer, step):
+        b = min(a + step, n_peer)
+        if cardinality_only:
+            src = theirs[w * a : w * b]
+        else:
+            src = await _recv_chunks(ctx, other, tag, n_peer, peer_chunk, a, b)
+        part = await exp.apply_async(src)
+        await sends.start(
+            _send_chunks(ctx, other, f"{base}/z", a, part, peer_chunk), exp.forks(b - a)
+        )
+        done.append(part)
+    return b"".join(done)
 
 
 __all__ = [
     "DEFAULT_CHUNK",
     "ELEMENT_BYTES",
     "PSIResult",
+    "PSIValues",
+    "align_tags",
     "encode_key",
     "hash_keys",
     "key_encoders",
     "psi",
+    "psi_values",
     "random_permutation",
 ]

@@ -6,6 +6,9 @@ Every result is checked against Python's set intersection (exact: no tolerance a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,18 +24,25 @@ from privcomp.errors import (
     EncodingError,
     GroupTooSmall,
     ProtocolError,
+    TransportError,
 )
+from privcomp.protocols import psi as psi_module
+from privcomp.protocols import psi_group
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.dealer import TrustedDealer
 from privcomp.protocols.psi import (
     PSIResult,
+    PSIValues,
     _align,
-    _Exponentiator,
+    _inverse,
+    align_tags,
     encode_key,
     hash_keys,
     psi,
+    psi_values,
     random_permutation,
 )
+from privcomp.protocols.psi_group import Exponentiator, fork_compute
 from privcomp.simulation import simulate
 from privcomp.transport.memory import InMemoryNetwork
 
@@ -277,7 +287,7 @@ def test_three_parties_need_a_peer() -> None:
 
 def test_invalid_group_element_is_refused() -> None:
     for count, workers in [(3, 1), (4096, 2)]:
-        exp = _Exponentiator(InsecureSeededRandom(1), workers, party=0)
+        exp = Exponentiator(InsecureSeededRandom(1), workers, party=0)
         with pytest.raises(ProtocolError, match=r"invalid \(small-order\) group element"):
             exp.apply(b"\x00" * 32 * count)
 
@@ -319,3 +329,202 @@ def test_order_independent_under_reordered_delivery() -> None:
 
     ra, rb = simulate(program, [a, b], triples="dealer", reorder=True)
     check_alignment(a, b, ra, rb)
+
+
+def test_hash_keys_equal_the_personalised_blake2b_of_the_encoding() -> None:
+    """The keyed-state copy used for speed gives the documented digest, for one or mixed types."""
+    for keys in ([5, -1, 2**70, 0], ["a", "ü"], [1, "1", b"1"]):
+        want = [
+            hashlib.blake2b(encode_key(k), digest_size=32, person=b"privcomp.psi.v1").digest()
+            for k in keys
+        ]
+        assert hash_keys(keys) == want
+
+
+def test_inverse_permutation_equals_argsort() -> None:
+    for n in (0, 1, 1000):
+        perm = random_permutation(InsecureSeededRandom(n), n)
+        assert np.array_equal(_inverse(perm), np.argsort(perm))
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several forked batches per round at a test-sized n."""
+    monkeypatch.setattr(psi_module, "_BATCH", 400)
+    monkeypatch.setattr(psi_group, "_PARALLEL_THRESHOLD", 64)
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("cardinality_only", [False, True])
+def test_pipelined_forked_batches_match_inline(cardinality_only: bool) -> None:
+    """Unequal sets and chunk sizes, several batches: forked (async) equals inline, exactly."""
+    a, b = sets_with_overlap(1700, 1000, 400, seed=21)
+    kw: dict[str, Any] = {
+        "cardinality_only": cardinality_only,
+        "per_party": [{"chunk_size": 150}, {"chunk_size": 220}],
+    }
+    inline = run_psi([a, b], workers=1, rng=InsecureSeededRandom(6), **dict(kw))
+    forked = run_psi([a, b], workers=2, rng=InsecureSeededRandom(6), **dict(kw))
+    assert forked[0].cpu_seconds > 0
+    for x, y in zip(inline, forked, strict=True):
+        assert x.size == y.size == 400
+        if cardinality_only:
+            assert x.indices is None
+            assert y.indices is None
+        else:
+            assert np.array_equal(x.indices, y.indices)  # type: ignore[arg-type]
+    if not cardinality_only:
+        check_alignment(a, b, *forked)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_psi_values_match_keys_and_interoperate_with_psi() -> None:
+    """Equal values iff equal keys; own values in row order; a psi_values party and a psi
+    party run the same messages."""
+    a, b = sets_with_overlap(900, 1300, 400, seed=5)
+
+    async def program(ctx: PartyContext, keys: Any) -> PSIValues | PSIResult:
+        if ctx.party_id == 0:
+            return await psi_values(ctx, keys, workers=2, chunk_size=256)
+        return await psi(ctx, keys, workers=2)
+
+    va, rb = simulate(program, [a, b], triples="dealer")
+    assert isinstance(va, PSIValues)
+    assert isinstance(rb, PSIResult)
+    assert (va.n_own, va.n_peer, len(va.own), len(va.peer)) == (900, 1300, 900 * 32, 1300 * 32)
+    own = [va.own[i : i + 32] for i in range(0, len(va.own), 32)]
+    peer = {va.peer[i : i + 32] for i in range(0, len(va.peer), 32)}
+    assert len(set(own)) == 900
+    assert len(peer) == 1300
+    matched = [a[i] for i, v in enumerate(own) if v in peer]
+    assert set(matched) == set(a) & set(b)
+    assert rb.size == 400
+    # Row order: the peer's aligned rows hold the same keys as this party's matching values.
+    value_of = {a[i]: v for i, v in enumerate(own)}
+    assert {value_of[b[j]] for j in rb.indices} <= peer  # type: ignore[union-attr]
+
+
+async def test_async_forked_batch_refuses_small_order_elements() -> None:
+    exp = Exponentiator(InsecureSeededRandom(1), 2, party=0)
+    with pytest.raises(ProtocolError, match=r"invalid \(small-order\) group element"):
+        await exp.apply_async(b"\x00" * 32 * 4096)
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as fh:
+            found.update(int(p) for p in fh.read().split())
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+async def test_cancelled_forked_batch_kills_its_children() -> None:
+    before = _children()
+
+    def slow(start: int, stop: int) -> bytes:
+        time.sleep(60)
+        return b"\x00" * 32 * (stop - start)
+
+    task = asyncio.create_task(fork_compute(slow, 10, 2))
+    await asyncio.sleep(0.3)
+    assert len(_children() - before) == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):  # killed, then reaped by the waiting threads
+        if not _children() - before:
+            break
+        await asyncio.sleep(0.05)
+    assert not _children() - before
+
+
+async def test_failed_background_send_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = InMemoryNetwork.post
+
+    def flaky(self: InMemoryNetwork, frm: int, to: int, tag: str, payload: bytes) -> None:
+        if frm == 0 and "/z" in tag:
+            raise TransportError("link down")
+        original(self, frm, to, tag, payload)
+
+    monkeypatch.setattr(InMemoryNetwork, "post", flaky)
+    net = InMemoryNetwork(2, timeout=1.0)
+    dealer = TrustedDealer(2)
+    ctxs = [PartyContext(transport=t, triples=dealer) for t in net.transports]
+    a, b = sets_with_overlap(30, 30, 10, seed=2)
+    ra, rb = await asyncio.gather(
+        *(psi(c, k) for c, k in zip(ctxs, [a, b], strict=True)), return_exceptions=True
+    )
+    assert isinstance(ra, TransportError)
+    assert isinstance(rb, TransportError)  # the peer times out waiting for the values
+
+
+def _reference_align(tags: Sequence[Sequence[bytes]], sides: Sequence[int], me: int) -> Any:
+    """The per-tag dict implementation of stats_vertical.align (before vectorising)."""
+    where: list[dict[bytes, int]] = [{}, {}]
+    for p, lst in enumerate(tags):
+        side = where[sides[p]]
+        for t in lst:
+            if t in side:
+                raise DuplicateKeyError(p)
+            side[t] = p
+    joined = sorted(set(where[0]) & set(where[1]))
+    pos = {t: r for r, t in enumerate(joined)}
+    owners = ([where[0][t] for t in joined], [where[1][t] for t in joined])
+    mine = sorted((pos[t], i) for i, t in enumerate(tags[me]) if t in pos)
+    return len(joined), owners, [i for _, i in mine], [r for r, _ in mine]
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        out = f(*args)
+    except DuplicateKeyError as exc:
+        return ("duplicate", str(exc))
+    if out is None or isinstance(out[1][0], list):
+        return out
+    size, owners, rows, positions = out
+    for arr in (*owners, rows, positions):
+        assert arr.dtype == np.int64
+    return size, ([*map(int, owners[0])], [*map(int, owners[1])]), rows.tolist(), positions.tolist()
+
+
+def test_align_tags_equals_the_per_tag_dict_join() -> None:
+    """Random layouts (2-4 parties), empty / no / full overlap, repeats, and 64-bit prefix
+    collisions: the vectorised join equals the dict join, or defers (``None``) to it."""
+    gen = np.random.default_rng(12)
+    deferred = compared = 0
+    for trial in range(900):
+        n_parties = int(gen.integers(2, 5))
+        sides = [0, 1, *(int(s) for s in gen.integers(0, 2, n_parties - 2))]
+        pool = [gen.bytes(32) for _ in range(int(gen.integers(0, 25)))]
+        if trial % 4 == 0 and pool:  # same first 8 bytes as another tag, different tag
+            pool.append(pool[0][:8] + gen.bytes(24))
+        tags: list[list[bytes]] = []
+        for _ in range(n_parties):
+            k = int(gen.integers(0, len(pool) + 1))
+            picks = gen.choice(len(pool), size=k, replace=trial % 6 == 0) if pool else []
+            tags.append([pool[int(i)] for i in picks])
+        if trial % 10 == 1:  # full overlap, one party per side
+            tags, sides = [pool, list(reversed(pool))], [0, 1]
+        for me in range(len(tags)):
+            fast = _outcome(align_tags, tags, sides, me)
+            if fast is None:
+                deferred += 1
+                continue
+            assert fast == _outcome(_reference_align, tags, sides, me)
+            compared += 1
+    assert compared > 800
+    assert deferred > 0  # the collision cases took the exact path
+
+
+def test_align_tags_at_scale_matches_a_set_join() -> None:
+    gen = np.random.default_rng(3)
+    raw = gen.bytes(32 * 30_000)
+    pool = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+    a, b = pool[:20_000], pool[10_000:]
+    got = align_tags([a, b], [0, 1], 0)
+    want = _reference_align([a, b], [0, 1], 0)
+    assert got is not None
+    assert got[0] == want[0] == 10_000
+    assert got[2].tolist() == want[2]
+    assert got[3].tolist() == want[3] == list(range(10_000))
