@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import numpy as np
@@ -97,11 +97,13 @@ async def run_vertical(
     datasets: Mapping[str, pd.DataFrame],
     guard: DisclosureGuard,
     joins: JoinCache | None = None,
+    psi_workers: int | None = 1,
 ) -> Moments:
     """Run this party's side of a vertical ``query`` (raises this party's refusal, if any).
 
     With ``joins``, the PSI of a join this party already ran with the same peers on the same
-    keys is reused (see :mod:`privcomp.policy.join_cache`).
+    keys is reused (see :mod:`privcomp.policy.join_cache`). ``psi_workers`` processes run a
+    two-party PSI (``None``: every core).
     """
     side = query.party_sides[ctx.party_id]
     name = query.dataset if side == 0 or query.join is None else query.join[0]
@@ -117,10 +119,14 @@ async def run_vertical(
 
     async def do_psi() -> list[list[bytes]]:
         keys = prepared[0].keys
+
+        def run() -> Awaitable[list[list[bytes]]]:
+            return psi_tags(ctx, keys, workers=psi_workers)
+
         if joins is None:
-            return await psi_tags(ctx, keys)
+            return await run()
         layout = [name, str(query.join[1] if query.join else ""), repr(query.party_sides)]
-        return await joins.tags(ctx, fingerprint(layout, keys), lambda: psi_tags(ctx, keys))
+        return await joins.tags(ctx, fingerprint(layout, keys), run)
 
     tags = await with_consent(ctx, check_columns, do_psi)
     loc = prepared[0]

@@ -140,6 +140,9 @@ class PartyWorker:
     name: str
     datasets: Mapping[str, pd.DataFrame]
     policy: Policy = field(default_factory=Policy)
+    #: Processes for a two-party PSI (``None``: every core). One by default: on a host shared
+    #: with the peer's worker (tests, demos) forking only adds overhead.
+    psi_workers: int | None = 1
     guard: DisclosureGuard = field(init=False)
     #: PSI results of recent joins, reused while every party's keys are unchanged.
     joins: JoinCache = field(init=False)
@@ -155,7 +158,9 @@ class PartyWorker:
     async def run(self, ctx: PartyContext, query: Query) -> Release:
         """Run this party's side of ``query`` (raises this party's refusal, if any)."""
         if query.join is not None:
-            return await run_vertical(ctx, query, self.datasets, self.guard, self.joins)
+            return await run_vertical(
+                ctx, query, self.datasets, self.guard, self.joins, self.psi_workers
+            )
         prepared: list[Prepared] = []
 
         def check() -> None:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from privcomp.errors import ProtocolError
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.psi import ELEMENT_BYTES as _POINT
-from privcomp.protocols.psi import hash_keys
+from privcomp.protocols.psi import hash_keys, psi_values
 
 
 def _apply(secret: X25519PrivateKey, points: Sequence[bytes]) -> list[bytes]:
@@ -58,8 +58,16 @@ def _unpack(arr: np.ndarray, frm: int) -> list[bytes]:
     return [raw[i : i + _POINT] for i in range(0, len(raw), _POINT)]
 
 
-async def psi_tags(ctx: PartyContext, keys: Sequence[str]) -> list[list[bytes]]:
+async def psi_tags(
+    ctx: PartyContext, keys: Sequence[str], *, workers: int | None = 1
+) -> list[list[bytes]]:
     """Tags of every party's keys (``result[p][i]`` = tag of party p's i-th key).
+
+    With two parties this is the two-party protocol's :func:`~privcomp.protocols.psi.psi_values`
+    (the same tags ``H(x)^(k_0 k_1)``, 3 rounds, no publish round; ``workers`` forks that many
+    processes, default in-process): ``result[me]`` is in row order, the peer's list in the
+    peer's random order, which is all the row alignment needs. Three or more parties run the
+    ring below.
 
     Protocol
     --------
@@ -87,6 +95,11 @@ async def psi_tags(ctx: PartyContext, keys: Sequence[str]) -> list[list[bytes]]:
     Communities", ACM EC 1999; D. J. Bernstein, "Curve25519", PKC 2006.
     """
     n, me = ctx.n_parties, ctx.party_id
+    if n == 2:
+        vals = await psi_values(ctx, keys, workers=workers)
+        own = [vals.own[i : i + _POINT] for i in range(0, len(vals.own), _POINT)]
+        peer = [vals.peer[i : i + _POINT] for i in range(0, len(vals.peer), _POINT)]
+        return [own, peer] if me == 0 else [peer, own]
     nxt, prv = (me + 1) % n, (me - 1) % n
     secret = X25519PrivateKey.from_private_bytes(ctx.rng.random_bytes(_POINT))
     current = _apply(secret, hash_keys(keys, me))

@@ -66,6 +66,9 @@ class WorkerConfig:
     #: Dealer helper parties this (data-holding) worker accepts for ``triple_source: dealer``
     #: jobs; empty (the default) refuses dealer mode, as production configurations should.
     trusted_dealers: tuple[str, ...] = ()
+    #: Processes for the PSI of a two-party join: 1 (default) in-process, 0 every core (the
+    #: right choice when the worker has its host to itself).
+    psi_workers: int = 1
     allow_benchmarks: bool = False
     insecure_dev: bool = False
     round_timeout_s: float = 30.0
@@ -77,6 +80,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.max_pending_peer_bytes <= 0:
             raise ConfigurationError("max_pending_peer_bytes must be a positive number of bytes")
+        if self.psi_workers < 0:
+            raise ConfigurationError("psi_workers must be 0 (every core) or a number of processes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +143,7 @@ def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig
             policy=Policy.from_dict(data.get("policy")),
             allow_dealer=bool(data.get("allow_dealer", False)),
             trusted_dealers=_names_list(data.get("trusted_dealers", []), "trusted_dealers"),
+            psi_workers=int(data.get("psi_workers", 1)),
             allow_benchmarks=bool(data.get("allow_benchmarks", False)),
             insecure_dev=bool(data.get("insecure_dev", False)),
             round_timeout_s=float(data.get("round_timeout_s", 30.0)),

@@ -112,7 +112,9 @@ class WorkerRuntime(worker_pb2_grpc.WorkerServiceServicer):
         #: The datasets as DataFrames, and this party's policy enforcement point with its
         #: disclosure-control state (k-threshold, differencing history) across all its jobs.
         self.frames = FrameStore(config.datasets)
-        self.party = PartyWorker(config.name, self.frames, config.policy)
+        self.party = PartyWorker(
+            config.name, self.frames, config.policy, psi_workers=config.psi_workers or None
+        )
         #: This party's Paillier key pair per job-party layout, least recently used first.
         #: Each is a prime search (randomised time); local mode keeps its keys across jobs too.
         self._he_keys: OrderedDict[

@@ -353,3 +353,7 @@ async def test_data_worker_refuses_dealer_jobs_unless_it_trusts_that_dealer(
     bad = {"name": "x", "coordinator": "a:1", "trusted_dealers": "dealer"}
     with pytest.raises(ConfigurationError, match="trusted_dealers"):
         worker_config_from_mapping(bad, Path("."))
+    with pytest.raises(ConfigurationError, match="psi_workers"):
+        worker_config_from_mapping(
+            {"name": "x", "coordinator": "a:1", "psi_workers": -1}, Path(".")
+        )

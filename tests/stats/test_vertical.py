@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,9 +118,9 @@ def test_join_psi_is_reused_until_a_party_changes_its_keys(
     calls: list[int] = []
     real = pv.psi_tags
 
-    async def counting(ctx: PartyContext, keys: list[str]) -> list[list[bytes]]:
+    async def counting(ctx: PartyContext, keys: list[str], **kw: Any) -> list[list[bytes]]:
         calls.append(ctx.party_id)
-        return await real(ctx, keys)
+        return await real(ctx, keys, **kw)
 
     monkeypatch.setattr(pv, "psi_tags", counting)
     fed, pooled = _federation(diabetes, triples="dealer")
