@@ -493,6 +493,6 @@ def test_vertical_join_corr_two_workers(benchmark: Any, request: pytest.FixtureR
     benchmark.extra_info.update(keys_per_party=n, **out)
     print(
         f"\nvertical join {n} x {n} keys: len(join) (PSI job) {out['psi_s']:.2f} s; "
-        f"corr() 5 x 5 columns (its own PSI + products) {out['corr_job_s']:.2f} s; "
+        f"then corr() 5 x 5 columns (PSI reused; moments + products) {out['corr_job_s']:.2f} s; "
         f"pandas merge + corr {out['pandas_s']:.3f} s"
     )
