@@ -456,9 +456,13 @@ def test_psi_join_two_workers(benchmark: Any, request: pytest.FixtureRequest) ->
     )
 
 
-def test_vertical_join_corr_two_workers(benchmark: Any, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("source", ["dealer", "he"])
+def test_vertical_join_corr_two_workers(
+    benchmark: Any, request: pytest.FixtureRequest, source: str
+) -> None:
     """PSI join of n x n keys (n/2 shared) between two workers, then ``corr()`` over 5 columns
-    from each side (dealer helper party for the cross-party products), next to pandas."""
+    from each side (cross-party products: dealer-masked, or the default Paillier OLE), next to
+    pandas."""
     n = _psi_keys(request)
     gen = np.random.default_rng(8)
     base = gen.normal(size=n)
@@ -473,7 +477,7 @@ def test_vertical_join_corr_two_workers(benchmark: Any, request: pytest.FixtureR
         Deployment.start(
             data, dealer=True, file_format="parquet", worker_options={"round_timeout_s": 1800}
         ) as dep,
-        dep.connect(triples="dealer", cache=False, deadline_s=3600) as fed,
+        dep.connect(triples=source, cache=False, deadline_s=3600) as fed,
     ):
         joined = fed.table("left").join(fed.table("right"), on="id")
 
@@ -490,9 +494,9 @@ def test_vertical_join_corr_two_workers(benchmark: Any, request: pytest.FixtureR
             np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
 
         benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(keys_per_party=n, **out)
+    benchmark.extra_info.update(keys_per_party=n, source=source, **out)
     print(
-        f"\nvertical join {n} x {n} keys: len(join) (PSI job) {out['psi_s']:.2f} s; "
+        f"\nvertical join ({source}) {n} x {n} keys: len(join) (PSI job) {out['psi_s']:.2f} s; "
         f"then corr() 5 x 5 columns (PSI reused; moments + products) {out['corr_job_s']:.2f} s; "
         f"pandas merge + corr {out['pandas_s']:.3f} s"
     )
