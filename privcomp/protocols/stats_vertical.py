@@ -82,8 +82,11 @@ class Alignment:
 def align(tags: Sequence[Sequence[bytes]], sides: Sequence[int], me: int) -> Alignment:
     """Intersect the left and right tag sets (keys must be unique on each side)."""
     fast = align_tags(tags, sides, me)  # vectorised; None where the exact path must decide
-    if fast is not None:
-        return Alignment(*fast)
+    return Alignment(*fast) if fast is not None else align_exact(tags, sides, me)
+
+
+def align_exact(tags: Sequence[Sequence[bytes]], sides: Sequence[int], me: int) -> Alignment:
+    """:func:`align` with one dict per side: exact for any tags (the reference semantics)."""
     where: list[dict[bytes, int]] = [{}, {}]
     for p, lst in enumerate(tags):
         side = where[sides[p]]

@@ -35,7 +35,7 @@ from privcomp.protocols.he_triples import (
     weighted_bits,
 )
 from privcomp.protocols.ole import OleShape, slot_layout
-from privcomp.transport.memory import InMemoryNetwork
+from privcomp.transport.memory import ComputingPartiesView, InMemoryNetwork
 
 T = TypeVar("T")
 KEY_BITS = 2048
@@ -298,34 +298,16 @@ def test_mismatched_matmul_shapes_are_refused(keypairs: dict[int, Any]) -> None:
 # --- what goes over the wire ---------------------------------------------------------------
 
 
-class RecordingTransport:
+class RecordingTransport(ComputingPartiesView):
     """Wraps a transport and records every payload sent (tag, peer, bytes)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner, inner.n_parties)
         self.sent: list[tuple[str, int, bytes]] = []
-
-    @property
-    def party_id(self) -> int:
-        return int(self.inner.party_id)
-
-    @property
-    def n_parties(self) -> int:
-        return int(self.inner.n_parties)
-
-    @property
-    def stats(self) -> Any:
-        return self.inner.stats
 
     async def send(self, to: int, tag: str, payload: bytes) -> None:
         self.sent.append((tag, to, payload))
-        await self.inner.send(to, tag, payload)
-
-    async def recv(self, frm: int, tag: str) -> bytes:
-        return bytes(await self.inner.recv(frm, tag))
-
-    async def close(self) -> None:
-        await self.inner.close()
+        await super().send(to, tag, payload)
 
 
 def _recorded_run(

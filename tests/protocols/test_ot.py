@@ -20,7 +20,7 @@ from share_totals import total, xor_total
 from privcomp.core.beaver import trunc_combine, trunc_mask
 from privcomp.core.rng import InsecureSeededRandom
 from privcomp.core.sharing import share
-from privcomp.errors import ConfigurationError, ProtocolAbort, ProtocolError
+from privcomp.errors import ConfigurationError, PrivcompError, ProtocolAbort, ProtocolError
 from privcomp.protocols.context import PartyContext
 from privcomp.protocols.he_triples import PaillierTripleSource
 from privcomp.protocols.ot import (
@@ -43,7 +43,7 @@ from privcomp.protocols.stats_quantile import (
     sorted_keys,
 )
 from privcomp.simulation import simulate
-from privcomp.transport.memory import InMemoryNetwork
+from privcomp.transport.memory import ComputingPartiesView, InMemoryNetwork
 
 T = TypeVar("T")
 
@@ -319,34 +319,15 @@ def test_ot_path_needs_no_paillier_keys_and_engines_are_checked() -> None:
 # --- malformed peer messages ----------------------------------------------------------------
 
 
-class TamperingTransport:
+class TamperingTransport(ComputingPartiesView):
     """Replaces the payload of messages whose tag ends with ``label`` by ``tamper(payload)``."""
 
     def __init__(self, inner: Any, label: str, tamper: Callable[[bytes], bytes]) -> None:
-        self.inner, self.label, self.tamper = inner, label, tamper
-
-    @property
-    def party_id(self) -> int:
-        return int(self.inner.party_id)
-
-    @property
-    def n_parties(self) -> int:
-        return int(self.inner.n_parties)
-
-    @property
-    def stats(self) -> Any:
-        return self.inner.stats
+        super().__init__(inner, inner.n_parties)
+        self.label, self.tamper = label, tamper
 
     async def send(self, to: int, tag: str, payload: bytes) -> None:
-        if tag.endswith(self.label):
-            payload = self.tamper(payload)
-        await self.inner.send(to, tag, payload)
-
-    async def recv(self, frm: int, tag: str) -> bytes:
-        return bytes(await self.inner.recv(frm, tag))
-
-    async def close(self) -> None:
-        await self.inner.close()
+        await super().send(to, tag, self.tamper(payload) if tag.endswith(self.label) else payload)
 
 
 def _element_payload(value: int, count: int) -> bytes:
@@ -446,13 +427,6 @@ def test_simulate_default_source_order_statistics_match_numpy() -> None:
 async def test_reused_source_out_of_step_after_a_failed_job_is_refused_not_wrong() -> None:
     """Review finding M1: a source reused after a job where only one party reserved OTs must
     fail with ProtocolError in later jobs, never return wrong triples silently."""
-    import asyncio
-
-    from privcomp.errors import PrivcompError, ProtocolError
-    from privcomp.protocols.context import PartyContext
-    from privcomp.protocols.he_triples import PaillierTripleSource
-    from privcomp.transport.memory import InMemoryNetwork
-
     src = PaillierTripleSource()
 
     async def job(body: Any) -> list[Any]:

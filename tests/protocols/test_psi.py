@@ -43,6 +43,7 @@ from privcomp.protocols.psi import (
     random_permutation,
 )
 from privcomp.protocols.psi_group import Exponentiator, fork_compute
+from privcomp.protocols.stats_vertical import align_exact
 from privcomp.simulation import simulate
 from privcomp.transport.memory import InMemoryNetwork
 
@@ -460,19 +461,10 @@ async def test_failed_background_send_reaches_the_caller(monkeypatch: pytest.Mon
 
 
 def _reference_align(tags: Sequence[Sequence[bytes]], sides: Sequence[int], me: int) -> Any:
-    """The per-tag dict implementation of stats_vertical.align (before vectorising)."""
-    where: list[dict[bytes, int]] = [{}, {}]
-    for p, lst in enumerate(tags):
-        side = where[sides[p]]
-        for t in lst:
-            if t in side:
-                raise DuplicateKeyError(p)
-            side[t] = p
-    joined = sorted(set(where[0]) & set(where[1]))
-    pos = {t: r for r, t in enumerate(joined)}
-    owners = ([where[0][t] for t in joined], [where[1][t] for t in joined])
-    mine = sorted((pos[t], i) for i, t in enumerate(tags[me]) if t in pos)
-    return len(joined), owners, [i for _, i in mine], [r for r, _ in mine]
+    """The per-tag dict join (stats_vertical.align_exact) as plain lists."""
+    al = align_exact(tags, sides, me)
+    owners = ([*map(int, al.owners[0])], [*map(int, al.owners[1])])
+    return al.size, owners, al.my_rows.tolist(), al.my_positions.tolist()
 
 
 def _outcome(f: Any, *args: Any) -> Any:
