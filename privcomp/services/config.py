@@ -126,8 +126,24 @@ def _names_list(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_WORKER_KEYS = frozenset(
+    {
+        "name", "listen", "advertise", "coordinator", "pki_dir", "datasets", "policy",
+        "allow_dealer", "trusted_dealers", "psi_workers", "allow_benchmarks", "insecure_dev",
+        "round_timeout_s", "heartbeat_s", "max_pending_peer_bytes", "keepalive_time_ms",
+        "keepalive_timeout_ms", "ping_timeout_ms",
+    }
+)  # fmt: skip
+
+
 def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig:
-    """Build a WorkerConfig; relative paths are relative to ``base`` (the config's directory)."""
+    """Build a WorkerConfig; relative paths are relative to ``base`` (the config's directory).
+
+    Unknown keys are refused: a misspelt security setting must not be silently ignored.
+    """
+    unknown = sorted(set(data) - _WORKER_KEYS)
+    if unknown:
+        raise ConfigurationError(f"unknown worker config keys: {unknown}")
     try:
         datasets = {
             name: DatasetConfig(name=name, path=(base / str(d["path"])).resolve())

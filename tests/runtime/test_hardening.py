@@ -40,7 +40,12 @@ from privcomp.rpc.channel import CHUNK_SIZE, aio_channel
 from privcomp.rpc.pki import COORDINATOR_IDENTITY, Identity
 from privcomp.rpc.transport import GrpcTransport, JobMailbox, RoundDeadlines
 from privcomp.services import server as srv
-from privcomp.services.config import CoordinatorConfig, WorkerConfig, worker_config_from_mapping
+from privcomp.services.config import (
+    CoordinatorConfig,
+    WorkerConfig,
+    read_mapping,
+    worker_config_from_mapping,
+)
 from privcomp.services.coordinator import Party
 from privcomp.services.jobstore import JobRepository, to_stored
 
@@ -353,6 +358,18 @@ async def test_data_worker_refuses_dealer_jobs_unless_it_trusts_that_dealer(
     bad = {"name": "x", "coordinator": "a:1", "trusted_dealers": "dealer"}
     with pytest.raises(ConfigurationError, match="trusted_dealers"):
         worker_config_from_mapping(bad, Path("."))
+    with pytest.raises(
+        ConfigurationError, match="unknown worker config keys: \\['trusted_dealer'\\]"
+    ):
+        worker_config_from_mapping(
+            {"name": "x", "coordinator": "a:1", "trusted_dealer": ["d"]}, Path(".")
+        )
+    example = Path(__file__).parents[2] / "examples" / "worker_hospital_a.toml"
+    cfg = worker_config_from_mapping(read_mapping(example), example.parent)
+    assert cfg.trusted_dealers == ()
+    assert cfg.psi_workers == 0
+    assert cfg.policy.k == 11
+    assert cfg.datasets["patients"].path.name == "patients.parquet"
     with pytest.raises(ConfigurationError, match="psi_workers"):
         worker_config_from_mapping(
             {"name": "x", "coordinator": "a:1", "psi_workers": -1}, Path(".")
