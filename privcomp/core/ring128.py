@@ -7,9 +7,10 @@ arrays ``(lo, hi)`` stacked on a leading axis of length 2.
 
 Inner products are computed exactly with floating-point BLAS: each 128-bit word pair is cut into
 eight 16-bit limbs held as ``float64``; a limb product is below 2^32, and a sum of at most 2^20
-of them is below 2^52 < 2^53, so ``dgemm`` over row blocks of 2^20 is *exact*. Limb products of
-weight ``2^(16 (i + j))`` with ``i + j >= 8`` vanish modulo 2^128 and are skipped when the
-blocks are combined (with Python integers, a handful per output entry).
+of them is below 2^52 < 2^53, so ``dgemm`` over row blocks of up to 2^20 rows is *exact* (blocks
+of 2^15 are used). Limb products of weight ``2^(16 (i + j))`` with ``i + j >= 8`` vanish
+modulo 2^128 and are skipped when the blocks are combined (with Python integers, a handful
+per output entry).
 """
 
 from __future__ import annotations

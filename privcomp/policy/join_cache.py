@@ -35,7 +35,9 @@ def fingerprint(parts: Sequence[str], keys: Sequence[str]) -> bytes:
     for p in parts:
         h.update(p.encode() + b"\x00")
     h.update(len(keys).to_bytes(8, "little"))
-    h.update("\x00".join(keys).encode())
+    for k in keys:  # length-prefixed: no two key lists share an encoding
+        raw = k.encode()
+        h.update(len(raw).to_bytes(8, "little") + raw)
     return h.digest()
 
 

@@ -125,7 +125,14 @@ async def run_vertical(
 
         if joins is None:
             return await run()
-        layout = [name, str(query.join[1] if query.join else ""), repr(query.party_sides)]
+        # This party's position is part of the key: reordered parties must not reuse tags
+        # that are indexed by position (any reordering moves some party, which then misses).
+        layout = [
+            name,
+            str(query.join[1] if query.join else ""),
+            repr(query.party_sides),
+            str(ctx.party_id),
+        ]
         return await joins.tags(ctx, fingerprint(layout, keys), run)
 
     tags = await with_consent(ctx, check_columns, do_psi)

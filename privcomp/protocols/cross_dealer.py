@@ -114,8 +114,10 @@ def deal_cross(
 
 
 def _checked(arr: RingArray, shape: tuple[int, ...], frm: int) -> RingArray:
+    """``arr`` if it has ``shape`` (``frm``: the sending party, -1 for the dealer)."""
     if arr.dtype != np.uint64 or arr.shape != shape:
-        raise ProtocolError(f"party {frm} sent a cross-product message of the wrong shape")
+        who = "the dealer" if frm < 0 else f"party {frm}"
+        raise ProtocolError(f"{who} sent a cross-product message of the wrong shape")
     return arr
 
 
@@ -147,7 +149,7 @@ async def pair_shares(
         prod = ring128.inner_products(r_u, _checked(f, (2, rows, n_right), q))
         corr = ring128.to_ints(c_p)
     else:
-        corr = ring128.to_ints(_checked(share.correction, (2, n_left, n_right), ctx.n_parties))
+        corr = ring128.to_ints(_checked(share.correction, (2, n_left, n_right), -1))
         r_v = expand_right(seed, rows, n_right)
         _, e = await asyncio.gather(
             ctx.send_array(p, tag, ring128.sub(words, r_v)), ctx.recv_array(p, tag)
@@ -176,13 +178,20 @@ async def masked_cross_totals(
         raise ConfigurationError("masked cross products need a dealer triple source")
     shares = [0] * (n_left * n_right)
     for (p, q), rows, idx in pairs:
-        share = await src.cross_masks(ctx, (p, q), rows, n_left, n_right)
-        mine = words[:, idx] if ctx.party_id in (p, q) else _EMPTY
         if ctx.party_id in (p, q) and idx.size != rows:
             raise ConfigurationError(f"party {ctx.party_id} holds the wrong number of pair rows")
+        share = await src.cross_masks(ctx, (p, q), rows, n_left, n_right)
+        mine = words[:, idx] if ctx.party_id in (p, q) else _EMPTY
         got = await pair_shares(ctx, (p, q), share, mine, n_left, n_right)
         shares = [a + b for a, b in zip(shares, got, strict=True)] if got else shares
-    totals = await secure_sum_wide(ctx, [s & ring128.MASK128 for s in shares], checked=False)
+    # Shares are residues mod 2^128 but the wide sum works mod 2^256: a uniform high half from
+    # every party hides how often the residues wrapped (which could depend on per-pair totals).
+    pad = ctx.rng.random_bytes(16 * len(shares))
+    padded = [
+        (s & ring128.MASK128) | int.from_bytes(pad[16 * i : 16 * i + 16], "little") << 128
+        for i, s in enumerate(shares)
+    ]
+    totals = await secure_sum_wide(ctx, padded, checked=False)
     flat = scale_bits.ravel().tolist()
     out = [math.ldexp(float(ring128.signed(t)), -int(b)) for t, b in zip(totals, flat, strict=True)]
     return np.array(out, dtype=np.float64).reshape(n_left, n_right)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,3 +168,36 @@ async def test_wrong_shape_message_and_wrong_source_are_typed_errors() -> None:
     he = PartyContext(transport=InMemoryNetwork(2).transports[0], triples=PaillierTripleSource())
     with pytest.raises(ConfigurationError, match="dealer"):
         await masked_cross_totals(he, [], u, 1, 1, np.zeros((1, 1)))
+
+
+async def test_revealed_sum_hides_how_often_the_residues_wrapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: with disconnected owner pairs, the wide sum's integer (before the
+    reduction mod 2^128) counted wraps that depend on each pair's total. Its high half must
+    now be uniform, not a small wrap count."""
+    import privcomp.protocols.cross_dealer as cd
+
+    seen: list[int] = []
+    real = cd.secure_sum_wide
+
+    async def spy(ctx: PartyContext, values: list[int], **kw: Any) -> list[int]:
+        out = await real(ctx, values, **kw)
+        seen.extend(v >> 128 for v in out)
+        return out
+
+    monkeypatch.setattr(cd, "secure_sum_wide", spy)
+    n, rows = 4, 50
+    dealer = TrustedDealer(n)
+    net = InMemoryNetwork(n)
+    ctxs = [PartyContext(transport=t, triples=dealer) for t in net.transports]
+    u = np.full((rows, 1), 2**61, dtype=np.int64)
+
+    async def party(ctx: PartyContext) -> np.ndarray:
+        pairs = [((0, 2), rows, np.arange(rows)), ((1, 3), rows, np.arange(rows))]
+        words = _words(u if ctx.party_id < 2 else -u if ctx.party_id == 3 else u)
+        return await masked_cross_totals(ctx, pairs, words, 1, 1, np.zeros((1, 1)))
+
+    outs = await asyncio.gather(*(party(c) for c in ctxs))
+    assert all(float(o[0, 0]) == 0.0 for o in outs)  # +rows 2^122 - rows 2^122
+    assert max(abs(s) for s in seen) > 2**64  # a padded high half, not a count of wraps

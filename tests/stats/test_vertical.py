@@ -168,3 +168,25 @@ async def test_dealer_cross_products_hold_1e9_at_a_million_rows() -> None:
         sd = want.std().to_numpy()
         assert_close(out.cov, want.cov().to_numpy(), scale=np.outer(sd, sd))  # type: ignore[attr-defined]
         assert_close(out.corr, want.corr().to_numpy(), scale=1.0)  # type: ignore[attr-defined]
+
+
+def test_join_cache_is_not_reused_when_the_same_parties_come_in_another_order(
+    diabetes: pd.DataFrame,
+) -> None:
+    """Review finding: tags are indexed by party position, so a reordered job must re-run
+    the PSI (the workers, and their join caches, persist across the two federations)."""
+    from privcomp.policy.worker import PartyWorker
+
+    pat = diabetes[["age", "bmi", "target"]].copy()
+    pat.insert(0, "pid", np.arange(len(pat)) * 7 + 3)
+    claims = pd.DataFrame({"pid": pat["pid"], "premium": pat["target"] * 3.0}).iloc[:300]
+    a = PartyWorker("hospital_a", {"patients": pat.iloc[:200].reset_index(drop=True)})
+    b = PartyWorker("hospital_b", {"patients": pat.iloc[200:].reset_index(drop=True)})
+    ins = PartyWorker("insurer", {"claims": claims.reset_index(drop=True)})
+    truth = pat.merge(claims, on="pid").drop(columns="pid")
+    for order in ([a, b, ins], [b, a, ins]):
+        fed = pl.Federation(order, rng=InsecureSeededRandom(1), triples="dealer", cache=False)
+        j = fed.table("patients").join(fed.table("claims"), on="pid")
+        assert len(j) == len(truth)
+        assert_close(j.corr(), truth.corr(), scale=1.0)
+        assert_close(j.mean(), truth.mean(), scale=truth.std().to_numpy())
