@@ -258,7 +258,9 @@ def _evaluate(
     columns.append([1] * k)
     out: list[gmpy2.mpz] = []
     for g in range(lay.groups):
-        *products, total = multi_exp_columns(cts[g * k : (g + 1) * k], columns, n2)
+        # The value columns are secret (timing-uniform schedule); the all-ones column is public.
+        widths = [_VALUE_BITS + 1] * n_right + [None]
+        *products, total = multi_exp_columns(cts[g * k : (g + 1) * k], columns, n2, bits=widths)
         if gmpy2.gcd(total, n) != 1:
             raise ProtocolError("a cross-product ciphertext is not a unit mod n^2")
         unshift = gmpy2.invert(gmpy2.powmod(total, offset, n2), n2)

@@ -90,3 +90,24 @@ def test_multi_exp_evaluates_a_paillier_inner_product() -> None:
     (prod,) = multi_exp_columns(cts, [weights], pk.nsquare)
     expected = sum(x * w for x, w in zip(plain, weights, strict=True)) % pk.n
     assert sk.raw_decrypt([prod]) == [expected]
+
+
+@pytest.mark.parametrize("kind", ["zeros", "positive", "mixed", "tiny"])
+def test_value_independent_schedule_matches_powmod(kind: str) -> None:
+    """``bits=`` (secret exponents): same product as one powmod per term, for any values."""
+    gen = np.random.default_rng(len(kind))
+    m = gmpy2.mpz(2**127 - 1) ** 2  # units: any base below the prime
+    bases = [gmpy2.mpz(int(x)) + 2 for x in gen.integers(1, 2**62, 300)]
+    exps = {
+        "zeros": [0] * 300,
+        "positive": [int(x) for x in gen.integers(0, 2**62, 300)],
+        "mixed": [int(x) * (i % 2) for i, x in enumerate(gen.integers(0, 2**62, 300))],
+        "tiny": [int(x) for x in gen.integers(0, 3, 300)],
+    }[kind]
+    want = gmpy2.mpz(1)
+    for b, e in zip(bases, exps, strict=True):
+        want = want * gmpy2.powmod(b, e, m) % m
+    assert multi_exp(bases, exps, m, bits=62) == want
+    assert multi_exp_columns(bases, [exps, [1] * 300], m, bits=[62, None], workers=2)[0] == want
+    with pytest.raises(ConfigurationError, match="wider than the declared"):
+        multi_exp(bases, [*exps[:-1], 2**62], m, bits=62)

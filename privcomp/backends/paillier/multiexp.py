@@ -16,9 +16,13 @@ For 10^5 terms with 105-bit exponents this is about 10 multiplications per term 
 about 125. :func:`multi_exp_columns` computes several exponent columns over the same bases,
 spread over forked workers by rows (raw bytes back, no pickle; see :mod:`.parallel`).
 
-Exponents are public to the caller (they are its own data): the running time depends on their
-digits, which is fine for a party exponentiating with its own plaintext, and nothing here draws
-randomness.
+Timing. The exponents are the caller's own data, but *other* parties may see how long it takes.
+Given a public exponent width (``bits=``), the computation does not depend on the exponents'
+values: the window comes from the public sizes, every base is multiplied into a bucket (digit 0
+included, into a discarded bucket), every bucket starts from the same full-size unit (so no
+multiplication is by 1), the fold and the squarings always run, and there is no ``powmod``
+fallback. Without ``bits`` the faster data-dependent path is used (public exponents only).
+Nothing here draws randomness.
 
 References
 ----------
@@ -80,6 +84,33 @@ def _fold(buckets: list[gmpy2.mpz | None], m: gmpy2.mpz) -> gmpy2.mpz | None:
     return total
 
 
+def _uniform_bucket_method(
+    bases: Sequence[gmpy2.mpz], exps: list[gmpy2.mpz], m: gmpy2.mpz, bits: int, c: int
+) -> gmpy2.mpz:
+    """The bucket method with a schedule that depends on the sizes only (see module notes)."""
+    mask = (1 << c) - 1
+    z = bases[0]  # a full-size unit: pre-fills every bucket, divided out once per window
+    try:
+        z_out = gmpy2.invert(gmpy2.powmod(z, mask * (mask + 1) // 2, m), m)
+    except ZeroDivisionError as exc:
+        raise ConfigurationError("constant-schedule multi_exp needs a unit first base") from exc
+    acc = gmpy2.mpz(1)
+    for w in range(-(-bits // c) - 1, -1, -1):
+        for _ in range(c):
+            acc = acc * acc % m
+        buckets = [z] * (mask + 1)
+        shift = w * c
+        for b, e in zip(bases, exps, strict=True):
+            d = int((e >> shift) & mask)
+            buckets[d] = buckets[d] * b % m
+        running = total = buckets[mask]
+        for d in range(mask - 1, 0, -1):
+            running = running * buckets[d] % m
+            total = total * running % m
+        acc = acc * total % m * z_out % m
+    return acc % m
+
+
 def _bucket_method(
     bases: Sequence[gmpy2.mpz], exps: list[gmpy2.mpz], m: gmpy2.mpz, bits: int, c: int
 ) -> gmpy2.mpz:
@@ -103,7 +134,12 @@ def _bucket_method(
 
 
 def multi_exp(
-    bases: Sequence[int], exps: Sequence[int], modulus: int, *, window: int | None = None
+    bases: Sequence[int],
+    exps: Sequence[int],
+    modulus: int,
+    *,
+    window: int | None = None,
+    bits: int | None = None,
 ) -> gmpy2.mpz:
     """Return ``prod_r bases[r]^exps[r] mod modulus``.
 
@@ -117,7 +153,10 @@ def multi_exp(
         The modulus (``n^2`` for Paillier ciphertexts).
     window:
         Window width ``c``; default :func:`best_window`. For few terms, where one ``powmod``
-        per term is cheaper, the default falls back to that.
+        per term is cheaper, the default falls back to that (not with ``bits``).
+    bits:
+        Public bound on the exponents' bit length: run the schedule that does not depend on
+        their values (for secret exponents; the first base must then be a unit).
 
     Returns
     -------
@@ -127,14 +166,21 @@ def multi_exp(
     Raises
     ------
     ConfigurationError
-        On a length mismatch, a negative exponent or a window outside ``[1, 20]``.
+        On a length mismatch, a negative exponent, an exponent wider than ``bits`` or a
+        window outside ``[1, 20]``.
     """
     m = gmpy2.mpz(modulus)
     es = _checked(bases, exps)
     bs = [gmpy2.mpz(b) for b in bases]
-    bits = max((int(e.bit_length()) for e in es), default=0)
     if window is not None and not 1 <= window <= MAX_WINDOW_BITS:
         raise ConfigurationError(f"window must lie in [1, {MAX_WINDOW_BITS}]")
+    if bits is not None:
+        if any(e >> bits for e in es):
+            raise ConfigurationError(f"an exponent is wider than the declared {bits} bits")
+        if not bs or bits <= 0:
+            return gmpy2.mpz(1) % m
+        return _uniform_bucket_method(bs, es, m, bits, window or best_window(len(bs), bits))
+    bits = max((int(e.bit_length()) for e in es), default=0)
     if bits == 0:
         return gmpy2.mpz(1) % m
     c = window or best_window(len(bs), bits)
@@ -152,6 +198,7 @@ def multi_exp_columns(
     modulus: int,
     *,
     workers: int | None = None,
+    bits: Sequence[int | None] | None = None,
 ) -> list[gmpy2.mpz]:
     """Return ``[multi_exp(bases, col, modulus) for col in columns]``, on every core.
 
@@ -170,6 +217,9 @@ def multi_exp_columns(
     workers:
         Processes (the caller included); default: every core when each gets at least
         :data:`PARALLEL_ROWS_THRESHOLD` rows.
+    bits:
+        Per column, the public exponent width for the value-independent schedule of
+        :func:`multi_exp` (``None`` for a public column); default: every column public.
 
     Returns
     -------
@@ -184,10 +234,13 @@ def multi_exp_columns(
     m = gmpy2.mpz(modulus)
     bs = [gmpy2.mpz(b) for b in bases]
     cols = [_checked(bs, col) for col in columns]
+    widths = list(bits) if bits is not None else [None] * len(cols)
+    if len(widths) != len(cols):
+        raise ConfigurationError("multi_exp_columns needs one bit width per column")
     rows = len(bs)
     w = parallel.resolve_workers(workers, rows // PARALLEL_ROWS_THRESHOLD, 2)
     if w <= 1:
-        return [multi_exp(bs, col, m) for col in cols]
+        return [multi_exp(bs, col, m, bits=b) for col, b in zip(cols, widths, strict=True)]
     width = (int(m.bit_length()) + 7) // 8
     per_block = len(cols) * width
     cuts = [rows * i // w for i in range(w + 1)]
@@ -196,7 +249,10 @@ def multi_exp_columns(
         out = []
         for blk in range(start, stop):
             lo, hi = cuts[blk], cuts[blk + 1]
-            out += [multi_exp(bs[lo:hi], col[lo:hi], m).to_bytes(width, "big") for col in cols]
+            out += [
+                multi_exp(bs[lo:hi], col[lo:hi], m, bits=b).to_bytes(width, "big")
+                for col, b in zip(cols, widths, strict=True)
+            ]
         return b"".join(out)
 
     blob, _ = parallel.fork_map_bytes(compute, w, per_block, w)
