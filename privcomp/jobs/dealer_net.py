@@ -13,6 +13,7 @@ an input or an output, only shapes. This mode is explicit (``triple_source: deal
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, fields
 from typing import Any
@@ -40,6 +41,11 @@ _KINDS = {
 STOP = "stop"
 #: Largest request the dealer serves, in ring elements it must generate (2^27 words = 1 GiB).
 MAX_REQUEST_ELEMENTS = 1 << 27
+#: Largest number of cross-product outputs (n_left x n_right) per request: each costs Python
+#: integers at the dealer and the owners, so it is capped on its own.
+MAX_CROSS_OUTPUTS = 1 << 16
+#: Largest dealer request message, in bytes (requests are small JSON objects).
+MAX_REQUEST_BYTES = 4096
 
 
 def _pack(obj: Any) -> bytes:
@@ -160,23 +166,35 @@ class _IndexOnly:
 def _dims(values: Any, count: int | None = None) -> list[int]:
     if not isinstance(values, list) or (count is not None and len(values) != count):
         raise ProtocolError("dealer request has a malformed shape")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**40 for v in values):
         raise ProtocolError("dealer request has a malformed shape")
     return values
 
 
 def request_elements(req: dict[str, Any]) -> int:
-    """Ring elements the dealer would generate for ``req`` (validates its shape fields)."""
+    """Ring elements the dealer would generate for ``req`` (validates its shape fields).
+
+    Raises :class:`ProtocolError` for a malformed request or more than
+    :data:`MAX_CROSS_OUTPUTS` cross-product outputs.
+    """
     kind = req.get("kind")
+    if not isinstance(kind, str):
+        raise ProtocolError("dealer request has no kind")
+    if kind == "trunc":
+        _dims([req.get("frac_bits")], 1)
     if kind == "matmul":
         (m, k), (_, n) = _dims(req.get("a_shape"), 2), _dims(req.get("b_shape"), 2)
         return m * k + k * n + m * n
     if kind == "cross":
         _dims(req.get("pair"), 2)
         rows, n_l, n_r = _dims([req.get("rows"), req.get("n_left"), req.get("n_right")])
+        if n_l * n_r > MAX_CROSS_OUTPUTS:
+            raise ProtocolError(
+                f"dealer request asks for {n_l} x {n_r} cross products, above {MAX_CROSS_OUTPUTS}"
+            )
         return 2 * rows * (n_l + n_r) + 4 * n_l * n_r
-    size = int(np.prod(_dims(req.get("shape")), dtype=np.int64))
-    return size * {"mul": 3, "and": 3, "trunc": 3}.get(str(kind), 2)
+    size = math.prod(_dims(req.get("shape")))  # Python ints: no int64 wrap-around
+    return size * {"mul": 3, "and": 3, "trunc": 3}.get(kind, 2)
 
 
 async def _material(dealer: TrustedDealer, ctx: PartyContext, req: dict[str, Any]) -> Any:
@@ -227,13 +245,17 @@ async def serve_dealer(
         raw = [await transport.recv(p, tag) for p in range(n_parties)]
         if any(r != raw[0] for r in raw):
             raise ProtocolError(f"dealer request {k}: the parties asked for different material")
+        if len(raw[0]) > MAX_REQUEST_BYTES:
+            raise ProtocolError(f"dealer request {k} is longer than {MAX_REQUEST_BYTES} bytes")
         try:
             req = json.loads(raw[0])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ProtocolError(f"dealer request {k} is not valid JSON") from exc
         if isinstance(req, dict) and req.get("kind") == STOP:
             return k
-        if not isinstance(req, dict) or req.get("kind") not in _KINDS:
+        if not isinstance(req, dict) or not isinstance(req.get("kind"), str):
+            raise ProtocolError(f"dealer request {k} has no kind")
+        if req["kind"] not in _KINDS:
             raise ProtocolError(f"dealer request {k} has an unknown kind")
         if request_elements(req) > max_elements:
             raise ProtocolError(

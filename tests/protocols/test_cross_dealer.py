@@ -201,3 +201,26 @@ async def test_revealed_sum_hides_how_often_the_residues_wrapped(
     outs = await asyncio.gather(*(party(c) for c in ctxs))
     assert all(float(o[0, 0]) == 0.0 for o in outs)  # +rows 2^122 - rows 2^122
     assert max(abs(s) for s in seen) > 2**64  # a padded high half, not a count of wraps
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        {"kind": ["mul"], "shape": [2]},
+        {"kind": "trunc", "shape": [2]},
+        {"kind": "trunc", "shape": [2], "frac_bits": "x"},
+        {"kind": "mul", "shape": [2**32, 2**32]},
+        {"kind": "mul", "shape": [2**62, 3]},
+        {"kind": "cross", "pair": [0, 1], "rows": 0, "n_left": 5792, "n_right": 5792},
+        "[" * 100_000,
+    ],
+)
+async def test_malformed_dealer_requests_are_typed_errors(req: object) -> None:
+    """Review finding: the dealer must answer every bad request with ProtocolError."""
+    n = 2
+    net = InMemoryNetwork(n + 1)
+    raw = req.encode() if isinstance(req, str) else json.dumps(req).encode()
+    for p in range(n):
+        await net.transports[p].send(n, "dealer/0", raw)
+    with pytest.raises(ProtocolError):
+        await serve_dealer(ComputingPartiesView(net.transports[n], n), n, TrustedDealer(n))
