@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privcomp.errors import ConfigurationError, PolicyViolation
+from privcomp.errors import ConfigurationError, EncodingOverflowError, PolicyViolation
 from privcomp.policy.guard import Cell, DisclosureGuard
 from privcomp.policy.join_cache import JoinCache, fingerprint
 from privcomp.policy.query import Query
@@ -25,6 +25,9 @@ from privcomp.protocols.stats_job import Moments, with_consent
 from privcomp.protocols.stats_psi import psi_tags
 from privcomp.protocols.stats_vertical import Alignment, VerticalRequest, align
 from privcomp.protocols.stats_vertical_job import vertical_grouped, vertical_moments
+
+#: Largest magnitude of a value summed per group on the other side of a join (both sources).
+_GROUP_MAX_ABS = 2.0**40
 
 
 def _key(v: Any) -> str:
@@ -151,9 +154,21 @@ async def run_vertical(
     )
 
     def check_rows() -> None:
+        # Inside the consent round, so every party refuses together (nobody fails mid-protocol).
         cross = query.by is not None or bool({"cov", "corr"} & set(query.ops))
-        if cross and any(np.isnan(v[al.my_rows]).any() for v in loc.own.values()):
-            raise ConfigurationError("cross-party products need complete columns (no NaN)")
+        for col, values in loc.own.items() if cross else ():
+            mine = values[al.my_rows]
+            if not np.all(np.isfinite(mine)):
+                raise ConfigurationError(
+                    f"cross-party products need complete, finite columns: {col!r} is not"
+                )
+            summed = query.by is not None and query.by_side != side
+            if summed and mine.size and float(np.max(np.abs(mine))) >= _GROUP_MAX_ABS:
+                raise EncodingOverflowError(
+                    f"column {col!r}: values summed per group across the join must stay "
+                    "below 2^40 in magnitude",
+                    bound=_GROUP_MAX_ABS,
+                )
         guard.check(loc.view, cells)
 
     async def stats() -> Moments:

@@ -190,3 +190,23 @@ def test_join_cache_is_not_reused_when_the_same_parties_come_in_another_order(
         assert len(j) == len(truth)
         assert_close(j.corr(), truth.corr(), scale=1.0)
         assert_close(j.mean(), truth.mean(), scale=truth.std().to_numpy())
+
+
+@pytest.mark.parametrize("triples", ["he", "dealer"])
+def test_non_finite_or_oversized_join_values_are_refused_before_any_product(
+    diabetes: pd.DataFrame, triples: str
+) -> None:
+    """Review finding: inf (corr) and |v| >= 2^40 (summed per group across the join) are
+    refused in the consent round, naming the column — every party stops together."""
+    from privcomp.errors import ConfigurationError, EncodingOverflowError
+
+    fed, _ = _federation(diabetes, triples=triples)
+    claims = fed._workers[2].datasets["claims"].copy()
+    claims.loc[claims.index[0], "premium"] = np.inf
+    fed._workers[2].datasets["claims"] = claims  # type: ignore[index]
+    j = fed.table("patients").join(fed.table("claims"), on="patient_id")
+    with pytest.raises(ConfigurationError, match="'premium'"):
+        j.corr()
+    claims.loc[claims.index[0], "premium"] = 2.0**41
+    with pytest.raises(EncodingOverflowError, match=r"'premium'.*2\^40"):
+        j.groupby("sex")["premium"].mean()
