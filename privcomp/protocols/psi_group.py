@@ -24,12 +24,18 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from privcomp.backends.paillier.parallel import available_cores, fork_map_bytes
+from privcomp.backends.paillier.parallel import (
+    REJECTED,
+    available_cores,
+    fork_child,
+    fork_map_bytes,
+)
 from privcomp.core.rng import RandomSource
 from privcomp.errors import (
     ConfigurationError,
@@ -49,8 +55,6 @@ _PARALLEL_THRESHOLD = 2048
 # Keyed once; ``copy()`` of this state is ~35% cheaper per key than a fresh personalised
 # constructor (same digest: BLAKE2b-256 with this personalisation).
 _HASH_STATE = hashlib.blake2b(digest_size=ELEMENT_BYTES, person=_DOMAIN)
-# Exit status of a forked worker whose input was rejected (small-order element).
-_REJECTED = 3
 
 
 def _enc_int(key: Any) -> bytes:
@@ -187,23 +191,13 @@ async def fork_compute(compute: Compute, count: int, workers: int) -> tuple[byte
     t0 = time.process_time()
     try:
         for w in range(workers):
-            pid = os.fork()
-            if pid == 0:  # child: compute, write, leave without running any parent clean-up
-                status = 1
-                try:
-                    status = _child(compute, bounds[w], bounds[w + 1], buf)
-                except ValueError:
-                    status = _REJECTED
-                except BaseException:  # reported through the exit status only
-                    status = 1
-                finally:
-                    os._exit(status)
-            pids.append(pid)
+            lo, hi = bounds[w], bounds[w + 1]
+            pids.append(fork_child(partial(_child, compute, lo, hi, buf)))
         fork_cpu = time.process_time() - t0
         done = await asyncio.gather(*(asyncio.to_thread(wait, pid) for pid in pids))
         flags = 0
         for code, _ in done:
-            flags |= 1 if code == _REJECTED else 2 if code else 0
+            flags |= 1 if code == REJECTED else 2 if code else 0
         return buf[: count * ELEMENT_BYTES], fork_cpu + sum(cpu for _, cpu in done), flags
     finally:
         for pid in pids:  # only on failure or cancellation: the waiting threads reap them

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from share_totals import total, xor_total
+from share_totals import check_trunc_pairs, total, xor_total
 
 from privcomp.backends.paillier import ciphertexts_from_bytes, ciphertexts_to_bytes, keygen
 from privcomp.core.beaver import (
@@ -181,13 +181,7 @@ def test_trunc_pairs_reconstruct_and_truncate(n: int, keypairs: dict[int, Any]) 
         return pair, trunc_combine(opened, pair, c.party_id)
 
     out, _ = run(n, keypairs, body)
-    pairs = [p for p, _ in out]
-    r = total([p.r for p in pairs])
-    assert np.array_equal(total([p.r_msb for p in pairs]), r >> np.uint64(63))
-    low = total([p.r_low_shifted for p in pairs])
-    assert np.array_equal(low, (r & np.uint64(2**63 - 1)) >> np.uint64(f))
-    y = total([z for _, z in out]).view(np.int64)
-    assert np.all(np.abs(y - np.round(x * 2**f).astype(np.int64)) <= 1)
+    check_trunc_pairs(out, x, f)
 
 
 @pytest.mark.parametrize("n", [2, 3])

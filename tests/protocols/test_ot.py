@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import gmpy2
 import numpy as np
 import pytest
-from share_totals import total, xor_total
+from share_totals import check_trunc_pairs, total, xor_total
 
 from privcomp.core.beaver import trunc_combine, trunc_mask
 from privcomp.core.rng import InsecureSeededRandom
@@ -226,13 +226,7 @@ def test_trunc_pairs_truncate_real_data(n: int) -> None:
         return pair, trunc_combine(opened, pair, c.party_id)
 
     out = run(n, body)
-    pairs = [p for p, _ in out]
-    r = total([p.r for p in pairs])
-    assert np.array_equal(total([p.r_msb for p in pairs]), r >> np.uint64(63))
-    low = total([p.r_low_shifted for p in pairs])
-    assert np.array_equal(low, (r & np.uint64(2**63 - 1)) >> np.uint64(f))
-    y = total([z for _, z in out]).view(np.int64)
-    assert np.all(np.abs(y - np.round(x * 2**f).astype(np.int64)) <= 1)
+    check_trunc_pairs(out, x, f)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (2, 3)])

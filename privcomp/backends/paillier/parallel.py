@@ -28,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
+from functools import partial
 
 import gmpy2
 
@@ -73,6 +74,32 @@ def _bounds(count: int, workers: int) -> list[int]:
 _REJECTED = 3
 
 
+def fork_child(work: Callable[[], int]) -> int:
+    """Fork a child that runs ``work`` and exits with its status; return the child's pid.
+
+    The child never returns into the parent's code (``os._exit``, no clean-up handlers): exit
+    status ``work()``, :data:`REJECTED` if it raised :class:`ValueError` (input rejected), 1 if
+    it raised anything else. Nothing crosses back but the status (results go through shared
+    memory the caller set up before forking).
+    """
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = work()
+        except ValueError:
+            status = _REJECTED
+        except BaseException:  # reported through the exit status only
+            status = 1
+        finally:
+            os._exit(status)
+    return pid
+
+
+#: Exit status of a child whose input was rejected (it raised ValueError).
+REJECTED = _REJECTED
+
+
 def _child(compute: BytesCompute, start: int, stop: int, buf: mmap.mmap, width: int) -> int:
     out = compute(start, stop)
     if len(out) != (stop - start) * width:
@@ -115,18 +142,8 @@ def fork_map_bytes(
     child_cpu = 0.0
     try:
         for w in range(1, workers):
-            pid = os.fork()
-            if pid == 0:  # child: compute, write, leave without running any parent clean-up
-                status = 1
-                try:
-                    status = _child(compute, bounds[w], bounds[w + 1], buf, width)
-                except ValueError:
-                    status = _REJECTED
-                except BaseException:  # report through the exit status only
-                    status = 1
-                finally:
-                    os._exit(status)
-            pids.append(pid)
+            lo, hi = bounds[w], bounds[w + 1]
+            pids.append(fork_child(partial(_child, compute, lo, hi, buf, width)))
         head = compute(bounds[0], bounds[1])
     finally:
         for pid in pids:
