@@ -9,8 +9,10 @@ skipped; if any party's data or layout changed its fingerprint no longer matches
 id, and everyone runs a fresh PSI.
 
 Security: the reused tags are exactly what every party already learnt from the earlier PSI, so
-reuse reveals nothing new; the join id is random (hash of fresh contributions of every party)
-and says only "we ran this join together before". Fingerprints never leave the party.
+reuse reveals nothing new. The join id is random (a hash of fresh contributions of every party)
+and never sent: each party offers a MAC of the job id and its own index under it, which only
+holders of the id can check, so a party outside the earlier join learns nothing from the
+offers. Fingerprints never leave the party.
 """
 
 from __future__ import annotations
@@ -56,9 +58,13 @@ class JoinCache:
     ) -> Tags:
         """The join's tags: reused if every party holds the same join, else a fresh PSI."""
         hit = self._store.get(local)
-        offer = hit[0] if hit is not None else _NONE
+        # Offers are bound to the job and the offering party, so a party that was not in the
+        # earlier join cannot even tell that two others share an id; peers holding the id can.
+        offer = _offer(hit[0], ctx.job_id, ctx.party_id) if hit is not None else _NONE
         got = await ctx.exchange_all(ctx.next_tag("join.reuse"), _as_array(offer))
-        if hit is not None and all(_as_bytes(a) == offer for a in got.values()):
+        if hit is not None and all(
+            _as_bytes(a) == _offer(hit[0], ctx.job_id, p) for p, a in got.items()
+        ):
             self._store.move_to_end(local)
             return hit[1]
         tags = await run_psi()
@@ -72,6 +78,12 @@ class JoinCache:
         while len(self._store) > self.capacity:
             self._store.popitem(last=False)
         return tags
+
+
+def _offer(join_id: bytes, job_id: str, party: int) -> bytes:
+    h = hashlib.blake2b(digest_size=_ID_BYTES, key=join_id, person=b"privcomp-joinoff")
+    h.update(job_id.encode() + b"\x00" + party.to_bytes(4, "little"))
+    return h.digest()
 
 
 def _as_array(raw: bytes) -> np.ndarray:
