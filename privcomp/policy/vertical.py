@@ -23,11 +23,8 @@ from privcomp.protocols.context import PartyContext
 from privcomp.protocols.stats import Label
 from privcomp.protocols.stats_job import Moments, with_consent
 from privcomp.protocols.stats_psi import psi_tags
-from privcomp.protocols.stats_vertical import Alignment, VerticalRequest, align
+from privcomp.protocols.stats_vertical import CROSS_MAX_ABS, Alignment, VerticalRequest, align
 from privcomp.protocols.stats_vertical_job import vertical_grouped, vertical_moments
-
-#: Largest magnitude of a value summed per group on the other side of a join (both sources).
-_GROUP_MAX_ABS = 2.0**40
 
 
 def _key(v: Any) -> str:
@@ -163,11 +160,11 @@ async def run_vertical(
                     f"cross-party products need complete, finite columns: {col!r} is not"
                 )
             summed = query.by is not None and query.by_side != side
-            if summed and mine.size and float(np.max(np.abs(mine))) >= _GROUP_MAX_ABS:
+            if summed and mine.size and float(np.max(np.abs(mine))) >= CROSS_MAX_ABS:
                 raise EncodingOverflowError(
                     f"column {col!r}: values summed per group across the join must stay "
                     "below 2^40 in magnitude",
-                    bound=_GROUP_MAX_ABS,
+                    bound=CROSS_MAX_ABS,
                 )
         guard.check(loc.view, cells)
 

@@ -79,6 +79,21 @@ class Alignment:
     my_positions: np.ndarray  #: their joined-row positions (increasing)
 
 
+def owner_pairs(al: Alignment, me: int) -> list[tuple[tuple[int, int], int, np.ndarray]]:
+    """Every (left owner, right owner) pair of the joined rows, in the same order everywhere.
+
+    Each entry is ``((p, q), rows, idx)``: the pair's public number of joined rows and, at
+    ``me`` if it is ``p`` or ``q``, the indices of those rows into its own joined-row arrays
+    (in joined order; empty at every other party).
+    """
+    out = []
+    for p, q in sorted({(int(p), int(q)) for p, q in zip(*al.owners, strict=True)}):
+        rows = np.flatnonzero((al.owners[0] == p) & (al.owners[1] == q))
+        idx = np.searchsorted(al.my_positions, rows) if me in (p, q) else rows[:0]
+        out.append(((p, q), int(rows.size), idx))
+    return out
+
+
 def align(tags: Sequence[Sequence[bytes]], sides: Sequence[int], me: int) -> Alignment:
     """Intersect the left and right tag sets (keys must be unique on each side)."""
     fast = align_tags(tags, sides, me)  # vectorised; None where the exact path must decide
@@ -361,21 +376,18 @@ async def cross_products(
     """
     me = ctx.party_id
     shares = [0] * (n_left * n_right)
-    local_index = {int(r): i for i, r in enumerate(al.my_positions.tolist())}
     keys: tuple[PublicKey, PrivateKey] | None = None
-    pairs = sorted({(int(p), int(q)) for p, q in zip(*al.owners, strict=True)})
-    for p, q in pairs:
+    for (p, q), rows, idx in owner_pairs(al, me):
         tags = (ctx.next_tag("cross.u"), ctx.next_tag("cross.ret"))
         if me not in (p, q):
             continue
-        rows = np.flatnonzero((al.owners[0] == p) & (al.owners[1] == q)).tolist()
-        values = np.asarray(mine, dtype=np.float64)[[local_index[r] for r in rows]]
+        values = np.asarray(mine, dtype=np.float64)[idx]
         if me == p:
             if keys is None:
                 keys = await asyncio.to_thread(keygen, _KEY_BITS, ctx.rng)
-            part = await _offer(ctx, q, tags, values.reshape(len(rows), n_left), keys, n_right)
+            part = await _offer(ctx, q, tags, values.reshape(rows, n_left), keys, n_right)
         else:
-            part = await _answer(ctx, p, tags, values.reshape(len(rows), n_right), n_left)
+            part = await _answer(ctx, p, tags, values.reshape(rows, n_right), n_left)
         shares = [a + b for a, b in zip(shares, part, strict=True)]
     return shares
 

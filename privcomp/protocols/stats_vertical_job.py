@@ -20,12 +20,17 @@ from privcomp.protocols.cross_dealer import CrossMaskSource, masked_cross_totals
 from privcomp.protocols.stats import Label, secure_sum_floats, union_labels
 from privcomp.protocols.stats_job import SECOND_PASS_OPS, Moments, _remap, _safe_div
 from privcomp.protocols.stats_local import first_pass, second_pass
-from privcomp.protocols.stats_vertical import Alignment, VerticalRequest, _cross, _local_columns
+from privcomp.protocols.stats_vertical import (
+    CROSS_MAX_ABS,
+    Alignment,
+    VerticalRequest,
+    _cross,
+    _local_columns,
+    owner_pairs,
+)
 
 #: Fixed-point bits so that a centred column's largest possible magnitude, sqrt(Σu²), is < 2^60.
 _UNIT_BITS = 60
-#: Largest magnitude of a value summed per group on the dealer path (as the Paillier path).
-_GROUP_MAX_ABS = 2.0**40
 
 
 def _unit_bits(ssd: float) -> int:
@@ -58,12 +63,8 @@ async def _cross_totals(
     words = np.zeros((2, mine.shape[0], mine.shape[1]), dtype=np.uint64)
     for j in range(mine.shape[1]):
         words[:, :, j] = encode_scaled(mine[:, j], my_bits[j], what="cross-party column")
-    pairs = []
-    for p, q in sorted({(int(p), int(q)) for p, q in zip(*al.owners, strict=True)}):
-        rows = np.flatnonzero((al.owners[0] == p) & (al.owners[1] == q))
-        mine_idx = np.searchsorted(al.my_positions, rows) if ctx.party_id in (p, q) else rows[:0]
-        pairs.append(((p, q), int(rows.size), mine_idx))
     scale = np.add.outer(np.asarray(bits[0]), np.asarray(bits[1]))
+    pairs = owner_pairs(al, ctx.party_id)
     return await masked_cross_totals(ctx, pairs, words, n_left, n_right, scale)
 
 
@@ -218,10 +219,10 @@ async def vertical_grouped(
         if other and me_side != key_side
         else np.zeros((n, len(other)))
     )
-    if vals.size and not np.all(np.abs(vals) < _GROUP_MAX_ABS):  # NaN fails too
+    if vals.size and not np.all(np.abs(vals) < CROSS_MAX_ABS):  # NaN fails too
         raise EncodingOverflowError(
             "grouped column across the join: values must be finite with |v| < 2^40",
-            bound=_GROUP_MAX_ABS,
+            bound=CROSS_MAX_ABS,
         )
     # Indicators are exact at scale 1; values get as many bits as |Σ| < J 2^40 2^b < 2^126 allows.
     val_bits = [min(64, 85 - max(al.size, 1).bit_length())] * len(other)
