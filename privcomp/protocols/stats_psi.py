@@ -54,7 +54,10 @@ def _pack(points: Sequence[bytes]) -> np.ndarray:
 def _unpack(arr: np.ndarray, frm: int) -> list[bytes]:
     if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size % _POINT:
         raise ProtocolError(f"PSI message from party {frm} is malformed")
-    raw = arr.tobytes()
+    return _points(arr.tobytes())
+
+
+def _points(raw: bytes) -> list[bytes]:
     return [raw[i : i + _POINT] for i in range(0, len(raw), _POINT)]
 
 
@@ -97,8 +100,7 @@ async def psi_tags(
     n, me = ctx.n_parties, ctx.party_id
     if n == 2:
         vals = await psi_values(ctx, keys, workers=workers)
-        own = [vals.own[i : i + _POINT] for i in range(0, len(vals.own), _POINT)]
-        peer = [vals.peer[i : i + _POINT] for i in range(0, len(vals.peer), _POINT)]
+        own, peer = _points(vals.own), _points(vals.peer)
         return [own, peer] if me == 0 else [peer, own]
     nxt, prv = (me + 1) % n, (me - 1) % n
     secret = X25519PrivateKey.from_private_bytes(ctx.rng.random_bytes(_POINT))

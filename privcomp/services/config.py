@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -126,14 +126,11 @@ def _names_list(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-_WORKER_KEYS = frozenset(
-    {
-        "name", "listen", "advertise", "coordinator", "pki_dir", "datasets", "policy",
-        "allow_dealer", "trusted_dealers", "psi_workers", "allow_benchmarks", "insecure_dev",
-        "round_timeout_s", "heartbeat_s", "max_pending_peer_bytes", "keepalive_time_ms",
-        "keepalive_timeout_ms", "ping_timeout_ms",
-    }
-)  # fmt: skip
+# The config keys: WorkerConfig's fields, with the keepalive settings spelt out flat.
+_KEEPALIVE_KEYS = ("keepalive_time_ms", "keepalive_timeout_ms", "ping_timeout_ms")
+_WORKER_KEYS = frozenset(f.name for f in fields(WorkerConfig)) - {"keepalive"} | set(
+    _KEEPALIVE_KEYS
+)
 
 
 def worker_config_from_mapping(data: dict[str, Any], base: Path) -> WorkerConfig:
