@@ -10,6 +10,8 @@ numpy facts this module relies on (measured on numpy 2.x):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -58,6 +60,24 @@ def ring_sum(x: RingArray, axis: int | None = None) -> RingArray:
 def ring_matmul(a: RingArray, b: RingArray) -> RingArray:
     """Matrix product modulo 2^64 (numpy's integer ``@`` is exact and wraps, with no BLAS)."""
     return np.asarray(a @ b, dtype=np.uint64)
+
+
+def delta_swaps(x: RingArray, steps: Sequence[tuple[np.uint64, np.uint64]]) -> RingArray:
+    """Apply delta swaps ``(shift, mask)`` to ``x`` in place (and return it).
+
+    Each step exchanges the bits selected by ``mask`` with those ``shift`` positions above
+    them (Knuth, TAOCP 4A, 7.1.3): a bit permutation, so it is XOR-linear and valid on XOR
+    shares. In place, so multi-MB arrays need one temporary of their size, not one per step.
+    """
+    t = np.empty_like(x)
+    for shift, mask in steps:
+        np.right_shift(x, shift, out=t)
+        t ^= x
+        t &= mask
+        x ^= t
+        t <<= shift
+        x ^= t
+    return x
 
 
 def shift_right_signed(x: RingArray, bits: int) -> RingArray:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from privcomp.core.ring import delta_swaps
 from privcomp.errors import ConfigurationError
 from privcomp.protocols.arithmetic import mul
 from privcomp.protocols.context import PartyContext
@@ -80,16 +81,7 @@ def _bit_reverse_index(w: RingArray) -> RingArray:
     level: bits ``2i`` and ``2i + 1`` land in the low and high 32-bit halves at the same offset,
     and so on down to 1-bit halves. A bit permutation, so XOR-linear (valid on XOR shares).
     """
-    x = w.copy()
-    t = np.empty_like(x)
-    for delta, mask in _SWAPS:
-        np.right_shift(x, delta, out=t)
-        t ^= x
-        t &= mask
-        x ^= t
-        t <<= delta
-        x ^= t
-    return x
+    return delta_swaps(w.copy(), _SWAPS)
 
 
 def _halves(v: npt.NDArray[Any], width: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:

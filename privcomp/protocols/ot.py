@@ -73,6 +73,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privcomp.backends.prg import SEED_BYTES
+from privcomp.core.ring import delta_swaps
 from privcomp.errors import CodecError, ConfigurationError, ProtocolError
 from privcomp.protocols.context import PartyContext
 from privcomp.types import RingArray
@@ -197,14 +198,7 @@ def transpose_columns(cols: RingArray) -> RingArray:
     nbytes = 8 * width
     blocks = np.ascontiguousarray(cols, dtype="<u8").view(np.uint8).reshape(KAPPA // 8, 8, nbytes)
     x = np.ascontiguousarray(blocks.transpose(0, 2, 1)).view(np.uint64)[..., 0]
-    t = np.empty_like(x)
-    for shift, mask in _TRANSPOSE_STEPS:  # in place: no temporaries on multi-MB arrays
-        np.right_shift(x, shift, out=t)
-        t ^= x
-        t &= mask
-        x ^= t
-        t <<= shift
-        x ^= t
+    delta_swaps(x, _TRANSPOSE_STEPS)
     rows = np.ascontiguousarray(x.view(np.uint8).reshape(KAPPA // 8, nbytes, 8).transpose(1, 2, 0))
     return rows.reshape(nbytes * 8, KAPPA // 8).view("<u8").astype(np.uint64, copy=False)
 
