@@ -67,6 +67,18 @@ def _worker_config(directory: Path, party: str, coordinator: str) -> Path:
     return path
 
 
+def read_port_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """Wait for a process's port file; ``None`` if it did not appear or the process died."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists():
+            return path.read_text().strip()
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
+
+
 @dataclass
 class Cluster:
     """Processes started by the demo (stopped by PID, never by name)."""
@@ -86,13 +98,9 @@ class Cluster:
 
     def wait_file(self, path: Path, name: str, timeout: float = 20.0) -> str:
         """Wait for a port file; fail early if the process died."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if path.exists():
-                return path.read_text().strip()
-            if self.procs[name].poll() is not None:
-                break
-            time.sleep(0.05)
+        address = read_port_file(path, self.procs[name], timeout)
+        if address is not None:
+            return address
         log = (self.directory / f"{name}.log").read_text()[-2000:]
         raise ServiceUnavailableError(f"{name} did not start:\n{log}")
 

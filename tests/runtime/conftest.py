@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from privcomp.demo import read_port_file
 from privcomp.rpc.pki import Identity, create_pki
 
 PARTIES = ("hospital_a", "hospital_b", "insurer")
@@ -95,14 +96,9 @@ class Procs:
 
     def address(self, name: str, timeout: float = 20.0) -> str:
         """Wait for ``<name>.addr``."""
-        path = self.directory / f"{name}.addr"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if path.exists():
-                return path.read_text().strip()
-            if self.procs[name].poll() is not None:
-                break
-            time.sleep(0.05)
+        address = read_port_file(self.directory / f"{name}.addr", self.procs[name], timeout)
+        if address is not None:
+            return address
         raise RuntimeError(f"{name} did not start: {self.log(name)}")
 
     def log(self, name: str) -> str:
