@@ -339,8 +339,9 @@ def connect(
     call_timeout:
         Deadline of each unary call.
     triples, dealer:
-        Correlated randomness of comparison jobs: ``"he"`` (default, no third party) or
-        ``"dealer"`` with the name of a registered dealer party (trusted helper, explicit).
+        Correlated randomness of comparisons and of a join's cross-party products: ``"he"``
+        (default, no third party) or ``"dealer"`` with the name of a registered dealer party
+        (trusted helper, explicit).
     cache:
         Answer an identical repeated query with the identical earlier result.
     deadline_s:
